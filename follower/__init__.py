@@ -1,0 +1,1 @@
+"""logd-follower: replicates a primary's log (see the replication issue)."""

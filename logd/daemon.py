@@ -1,0 +1,100 @@
+"""The server process: build the log, the queue and its listeners; run; stop gracefully.
+
+Stopping (SIGTERM, SIGINT or SHUTDOWN), after gunicorn's GeventWorker and
+Redis's shutdown: stop accepting connections; stop accepting writes and let
+the queue finish what is in flight (every MSG already received is answered);
+end streams with ``ERR SHUTDOWN``; flush and close connections; fsync, save
+the indexes and leave the clean marker; exit 0. Signal handlers only set an
+event: the work runs in the main greenlet.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+
+import gevent
+import structlog
+from gevent.event import Event
+
+from . import systemd
+from .config import ServerConfig
+from .events import EventQueue
+from .log.file import FileLog
+from .server import Listener, tcp_listener, unix_listener
+from .stats import Stats
+
+__all__ = ["Daemon"]
+
+log = structlog.get_logger("logd.daemon")
+
+
+class Daemon:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.log = FileLog(
+            config.data_dir,
+            partition_size=config.partition_size,
+            index_interval=config.index_interval,
+            fsync=config.fsync.mode != "never",
+        )
+        self.queue = EventQueue(self.log, config.fsync, self.stats)
+        self.queue.handlers.on_shutdown = self.request_stop
+        self._stop = Event()
+        try:
+            socks = [tcp_listener(config.host, config.port)]
+            if config.unix:
+                socks.append(unix_listener(config.unix))
+        except OSError:
+            self.log.close()
+            raise
+        self.listeners = [Listener(self.queue, config, s) for s in socks]
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        self.queue.start()
+        for listener in self.listeners:
+            listener.start()
+            if listener.is_unix:
+                log.info("listening", unix=self.config.unix)
+            else:
+                host, port = listener.address[:2]
+                log.info("listening", host=host, port=port, data_dir=self.log.directory,
+                         fsync=str(self.config.fsync))
+        gevent.signal_handler(signal.SIGTERM, self.request_stop)
+        gevent.signal_handler(signal.SIGINT, self.request_stop)
+        systemd.notify("READY=1", f"STATUS=serving head={self.log.head()}")
+        self._stop.wait()
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        timeout = self.config.shutdown_timeout
+        log.info("shutdown_started", head=self.log.head())
+        systemd.notify("STOPPING=1")
+        for listener in self.listeners:
+            listener.close()
+        self.queue.drain(timeout)
+        gevent.sleep(0)  # let streams send their ERR SHUTDOWN line
+        for listener in self.listeners:
+            for conn in list(listener.connections):
+                conn.gone.set()
+                try:
+                    conn.sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+        for listener in self.listeners:
+            listener.server.stop(timeout=timeout)
+        self.queue.stop()
+        self.log.close()
+        if self.config.unix:
+            try:
+                import os
+
+                os.unlink(self.config.unix)
+            except OSError:
+                pass
+        log.info("shutdown_complete", head=self.log.head())

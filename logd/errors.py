@@ -1,0 +1,215 @@
+"""The logd error tree, and how each error looks on the wire.
+
+Every error a client can see knows its own reply: ``kind`` is the reply word
+(``ERR_CLIENT`` for a bad request, ``ERR`` for a server-side failure) and
+``code`` is the first word of the reason, which the client maps back to a
+class (see ``CLASSES``). The rest of the reason is for people.
+
+This module imports nothing from logd and nothing with side effects.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "LogdError",
+    "ClientError",
+    "ProtocolError",
+    "InvalidArgument",
+    "UnknownCommand",
+    "OutOfRange",
+    "NotRetained",
+    "Refused",
+    "Forbidden",
+    "ServerError",
+    "StorageError",
+    "DiskFull",
+    "FsyncFailed",
+    "CorruptLogError",
+    "ShuttingDown",
+    "TooManyClients",
+    "ConnectionLost",
+    "ChecksumError",
+    "SequenceError",
+    "from_reply",
+]
+
+
+class LogdError(Exception):
+    """Base of every logd error."""
+
+    kind = "ERR"
+    code = "INTERNAL"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+    def reason(self) -> str:
+        """The reason sent on the wire: the code, then the message."""
+        return f"{self.code} {self.message}" if self.message else self.code
+
+
+# -- bad requests: ERR_CLIENT -------------------------------------------------
+
+
+class ClientError(LogdError):
+    kind = "ERR_CLIENT"
+    code = "BADREQUEST"
+
+
+class ProtocolError(ClientError):
+    """Framing is broken; the server replies, then closes the connection."""
+
+    code = "PROTOCOL"
+
+
+class InvalidArgument(ClientError):
+    code = "BADREQUEST"
+
+
+class UnknownCommand(ClientError):
+    code = "UNKNOWN"
+
+
+class OutOfRange(ClientError):
+    """A start id past head+1. Carries the valid range."""
+
+    code = "RANGE"
+
+    def __init__(self, message: str = "", first: int = 0, head: int = 0) -> None:
+        super().__init__(message)
+        self.first = first
+        self.head = head
+
+    def reason(self) -> str:
+        return f"{self.code} {self.message} (first={self.first} head={self.head})"
+
+
+class NotRetained(OutOfRange):
+    """A start id below the first retained id."""
+
+    code = "NOTRETAINED"
+
+
+class Refused(ClientError):
+    """A write to a server that refuses writes (not the primary)."""
+
+    code = "REFUSED"
+
+    def __init__(self, message: str = "", primary: str | None = None) -> None:
+        super().__init__(message)
+        self.primary = primary
+
+    def reason(self) -> str:
+        tail = f" (primary={self.primary})" if self.primary else ""
+        return f"{self.code} {self.message}{tail}"
+
+
+class Forbidden(ClientError):
+    """An admin command from a peer that may not send it."""
+
+    code = "FORBIDDEN"
+
+
+# -- server-side failures: ERR -------------------------------------------------
+
+
+class ServerError(LogdError):
+    kind = "ERR"
+    code = "INTERNAL"
+
+
+class StorageError(ServerError):
+    code = "STORAGE"
+
+
+class DiskFull(StorageError):
+    code = "DISKFULL"
+
+
+class FsyncFailed(StorageError):
+    """An fsync failed. Writes stay stopped until restart (fsyncgate)."""
+
+    code = "FSYNC"
+
+
+class CorruptLogError(StorageError):
+    """A record on disk fails its checks. Carries where it is."""
+
+    code = "CORRUPT"
+
+    def __init__(
+        self, message: str = "", partition: int = 0, offset: int = 0, id: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.partition = partition
+        self.offset = offset
+        self.id = id
+
+
+class ShuttingDown(ServerError):
+    code = "SHUTDOWN"
+
+
+class TooManyClients(ServerError):
+    code = "MAXCLIENTS"
+
+
+# -- client side only: never sent by a server ----------------------------------
+
+
+class ConnectionLost(LogdError):
+    code = "CONNECTION"
+
+
+class ChecksumError(ProtocolError):
+    """A record received fails its checksum."""
+
+    code = "CHECKSUM"
+
+
+class SequenceError(ProtocolError):
+    """A record received does not carry the id that was due."""
+
+    code = "SEQUENCE"
+
+
+CLASSES: dict[str, type[LogdError]] = {
+    cls.code: cls
+    for cls in (
+        ClientError,
+        ProtocolError,
+        UnknownCommand,
+        OutOfRange,
+        NotRetained,
+        Refused,
+        Forbidden,
+        ServerError,
+        StorageError,
+        DiskFull,
+        FsyncFailed,
+        CorruptLogError,
+        ShuttingDown,
+        TooManyClients,
+    )
+}
+
+_FIELD = re.compile(r"\b(first|head|primary)=(\S+?)\)?(?:\s|$)")
+
+
+def from_reply(kind: str, reason: str) -> LogdError:
+    """Rebuild the exception for an ``ERR``/``ERR_CLIENT`` reply line."""
+    code, _, message = reason.partition(" ")
+    default = ClientError if kind == "ERR_CLIENT" else ServerError
+    cls = CLASSES.get(code, default)
+    if cls is default and code not in CLASSES:
+        message = reason
+    fields = dict(_FIELD.findall(message))
+    message = re.sub(r"\s*\((?:first|primary)=[^)]*\)$", "", message)
+    if issubclass(cls, OutOfRange):
+        return cls(message, first=int(fields.get("first", 0)), head=int(fields.get("head", 0)))
+    if cls is Refused:
+        return Refused(message, primary=fields.get("primary"))
+    return cls(message)

@@ -1,0 +1,337 @@
+"""The event queue: every command from every listener, one consumer, in order.
+
+``EventQueue.submit()`` puts a command on one queue; a single consumer
+greenlet runs ``Handlers.handle()`` for each, so commands take effect in the
+order received, whichever listener (TCP, unix socket) they came from.
+Servers are attributes of the queue (``queue.servers``), not the other way
+round.
+
+Commit. A MSG is appended at once, but its reply may wait: under
+``--fsync always`` the ``Committer`` runs fdatasync in the hub's threadpool
+and releases every reply waiting at or below the synced id, so one fsync
+covers every append that arrived while the previous one ran (group commit).
+Under ``interval`` and ``never`` a MSG is committed as soon as it is
+written. Readers see committed ids only (``queue.committed``); each commit
+sets ``queue.commit_event`` so tailing readers wake and send the new bytes.
+
+``Handlers`` is plain code callable without the queue or gevent, for tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+import gevent
+import msgpack
+import structlog
+from gevent.event import AsyncResult, Event
+from gevent.queue import Queue
+
+from . import protocol as p
+from . import stats as st
+from .config import FsyncPolicy
+from .errors import (
+    Forbidden,
+    LogdError,
+    NotRetained,
+    OutOfRange,
+    ServerError,
+    ShuttingDown,
+    StorageError,
+    UnknownCommand,
+)
+from .log import Log
+
+__all__ = ["EventQueue", "Handlers", "Stream", "WaitCommit", "CloseAfter", "Peer"]
+
+log = structlog.get_logger("logd.events")
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who sent a command: enough to decide admin rights."""
+
+    addr: str
+    local: bool  # loopback or unix socket
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """Reply to READ: the connection streams records ``start ..`` itself."""
+
+    start: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitCommit:
+    """Send ``reply`` once ``id`` is committed."""
+
+    id: int
+    reply: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAfter:
+    """Send ``reply``, then close the connection."""
+
+    reply: bytes
+
+
+Reply = Union[bytes, Stream, WaitCommit, CloseAfter]
+
+
+class Handlers:
+    """Application logic: one method per command, each returning a Reply."""
+
+    def __init__(
+        self,
+        log_: Log,
+        fsync: FsyncPolicy,
+        stats: st.Stats,
+        on_shutdown: Callable[[], None] = lambda: None,
+        extra_stats: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        self.log = log_
+        self.fsync = fsync
+        self.stats = stats
+        self.on_shutdown = on_shutdown
+        self.extra_stats = extra_stats
+        self.stopping = False
+        self._table: dict[type, Callable[[Any, Peer], Reply]] = {
+            p.Msg: self.msg,
+            p.Read: self.read,
+            p.Head: self.head,
+            p.Ping: self.ping,
+            p.Close: self.close,
+            p.Shutdown: self.shutdown,
+            p.Stats: self.stats_,
+            p.Replicate: self.not_yet,
+            p.Refuse: self.not_yet,
+            p.Accept: self.not_yet,
+        }
+
+    def handle(self, command: p.Command, peer: Peer) -> Reply:
+        """Run one command. Raises LogdError subclasses for error replies."""
+        return self._table[type(command)](command, peer)
+
+    def msg(self, cmd: p.Msg, peer: Peer) -> Reply:
+        if self.stopping:
+            raise ShuttingDown("server is shutting down; not accepting writes")
+        try:
+            last = self.log.append(cmd.bodies)
+        except StorageError:
+            self.stats.incr(st.WRITE_ERRORS)
+            raise
+        self.stats.incr(st.MESSAGES_WRITTEN, len(cmd.bodies))
+        reply = p.encode_ok_id(last)
+        if self.fsync.mode == "always":
+            return WaitCommit(last, reply)
+        return reply
+
+    def read(self, cmd: p.Read, peer: Peer) -> Reply:
+        first, head = self.log.first_id(), self.log.head()
+        start = cmd.start or first
+        if start < first:
+            raise NotRetained(
+                f"start {start} is no longer retained; valid starts are {first}..{head + 1}",
+                first=first,
+                head=head,
+            )
+        if start > head + 1:
+            raise OutOfRange(
+                f"start {start} is past the head; valid starts are {first}..{head + 1}",
+                first=first,
+                head=head,
+            )
+        return Stream(start, cmd.limit)
+
+    def head(self, cmd: p.Head, peer: Peer) -> Reply:
+        head = self.log.head()
+        reply = p.encode_ok_id(head)
+        # Under `always`, a HEAD answered before the MSGs it counts are durable
+        # would name ids a crash can still take back.
+        if self.fsync.mode == "always" and head > self.log.synced_head():
+            return WaitCommit(head, reply)
+        return reply
+
+    def ping(self, cmd: p.Ping, peer: Peer) -> Reply:
+        return p.PONG
+
+    def close(self, cmd: p.Close, peer: Peer) -> Reply:
+        return CloseAfter(p.OK)
+
+    def shutdown(self, cmd: p.Shutdown, peer: Peer) -> Reply:
+        if not peer.local:
+            log.warning("admin_refused", command="SHUTDOWN", peer=peer.addr)
+            raise Forbidden("SHUTDOWN is accepted only from loopback or the unix socket")
+        self.on_shutdown()
+        return p.OK
+
+    def stats_(self, cmd: p.Stats, peer: Peer) -> Reply:
+        data = self.collect_stats()
+        if cmd.format == "msgpack":
+            return p.encode_body(msgpack.packb(data))
+        text = "".join(f"{k}: {v}\r\n" for k, v in data.items())
+        return p.encode_body(text.encode())
+
+    def collect_stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "head": self.log.head(),
+            "first_id": self.log.first_id(),
+            "synced_head": self.log.synced_head(),
+            "fsync_policy": str(self.fsync),
+        }
+        data.update(self.log.stats())
+        data.update(self.stats.snapshot())
+        data.update(self.extra_stats())
+        return data
+
+    def not_yet(self, cmd: p.Command, peer: Peer) -> Reply:
+        raise UnknownCommand(f"{type(cmd).__name__.upper()} is not implemented in this version")
+
+
+_STOP = object()
+
+
+class EventQueue:
+    """One ordered consumer for all commands; see the module docstring."""
+
+    def __init__(self, log_: Log, fsync: FsyncPolicy, stats: st.Stats) -> None:
+        self.log = log_
+        self.fsync = fsync
+        self.stats = stats
+        self.handlers = Handlers(log_, fsync, stats, extra_stats=self._queue_stats)
+        self.servers: list[Any] = []
+        self.committed = log_.head() if fsync.mode != "always" else log_.synced_head()
+        self.commit_event = Event()
+        self.stopped = Event()  # set when streams must end (shutdown)
+        self._queue: Queue = Queue()
+        self._waiters: deque[tuple[int, AsyncResult, bytes]] = deque()
+        self._dirty = Event()
+        self._greenlets: list[gevent.Greenlet] = []
+
+    def start(self) -> None:
+        self._greenlets.append(gevent.spawn(self._consume))
+        if self.fsync.mode == "always":
+            self._greenlets.append(gevent.spawn(self._sync_loop))
+        elif self.fsync.mode == "interval":
+            self._greenlets.append(gevent.spawn(self._interval_loop))
+
+    def submit(self, command: p.Command, peer: Peer) -> AsyncResult:
+        result = AsyncResult()
+        self._queue.put((command, peer, result))
+        return result
+
+    def _queue_stats(self) -> dict[str, Any]:
+        return {"queue_depth": self._queue.qsize(), "commit_waiters": len(self._waiters)}
+
+    # -- the consumer ---------------------------------------------------------------
+
+    def _consume(self) -> None:
+        queue = self._queue
+        handle = self.handlers.handle
+        stats = self.stats
+        immediate = self.fsync.mode != "always"
+        while True:
+            item = queue.get()
+            if item is _STOP:
+                return
+            command, peer, result = item
+            name = type(command).__name__.lower()
+            try:
+                reply = handle(command, peer)
+            except LogdError as exc:
+                stats.command(name, failed=True)
+                result.set(p.encode_error(exc))
+                continue
+            except Exception:
+                stats.command(name, failed=True)
+                log.exception("command_failed", command=name)
+                result.set(p.encode_error(ServerError("internal error")))
+                continue
+            stats.command(name)
+            if type(reply) is WaitCommit:
+                if reply.id <= self.committed:
+                    result.set(reply.reply)
+                else:
+                    self._waiters.append((reply.id, result, reply.reply))
+                    self._dirty.set()
+            else:
+                result.set(reply)
+            if immediate and queue.empty() and self.committed < self.log.head():
+                self._publish(self.log.head())
+
+    def _publish(self, head: int) -> None:
+        """Ids up to ``head`` are committed: release replies, wake readers."""
+        self.committed = head
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= head:
+            _, result, reply = waiters.popleft()
+            result.set(reply)
+        event, self.commit_event = self.commit_event, Event()
+        event.set()
+
+    # -- durability -------------------------------------------------------------------
+
+    def _sync_once(self) -> bool:
+        """One fsync round; returns False when writes are now stopped."""
+        point = self.log.begin_sync()
+        began = time.monotonic()
+        try:
+            gevent.get_hub().threadpool.apply(point.run)
+        except Exception as exc:
+            self.stats.incr(st.FSYNC_ERRORS)
+            failure = self.log.fail_sync(exc) if hasattr(self.log, "fail_sync") else StorageError(str(exc))
+            log.error("fsync_failed", error=str(exc))
+            reply = p.encode_error(failure)
+            while self._waiters:
+                _, result, _ = self._waiters.popleft()
+                result.set(reply)
+            return False
+        self.log.end_sync(point)
+        self.stats.incr(st.FSYNCS)
+        self.stats.last_fsync_time = time.time()
+        self.stats.last_fsync_seconds = time.monotonic() - began
+        return True
+
+    def _sync_loop(self) -> None:
+        log_ = self.log
+        while True:
+            self._dirty.wait()
+            self._dirty.clear()
+            if log_.head() <= log_.synced_head():
+                if self._waiters:  # e.g. HEAD waiting on ids synced meanwhile
+                    self._publish(log_.synced_head())
+                continue
+            if not self._sync_once():
+                return
+            self._publish(log_.synced_head())
+
+    def _interval_loop(self) -> None:
+        period = self.fsync.interval_ms / 1000.0
+        while True:
+            gevent.sleep(period)
+            if self.log.head() > self.log.synced_head():
+                if not self._sync_once():
+                    return
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def drain(self, timeout: float) -> None:
+        """Stop taking writes, let queued commands finish, release every waiter."""
+        self.handlers.stopping = True
+        deadline = time.monotonic() + timeout
+        while (not self._queue.empty() or self._waiters) and time.monotonic() < deadline:
+            self._dirty.set()
+            gevent.sleep(0.005)
+        self.stopped.set()
+        self.commit_event.set()
+
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+        for g in self._greenlets[1:]:
+            g.kill()

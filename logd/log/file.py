@@ -1,0 +1,491 @@
+"""FileLog: the log as partition files on disk, with a sparse index each.
+
+Layout of a data directory::
+
+    0000000001-00000000000000000001.log   records with ids 1 ..
+    0000000001-00000000000000000001.idx   its sparse index (a cache)
+    0000000002-00000000000000001234.log   the next partition, from id 1234
+    lock                                  flock()ed by the one writing process
+    clean-shutdown                        present only after a clean stop
+
+Strategy: one writer appends whole batches with one ``write`` each; a batch
+never straddles two partitions. A failed write is cut back with
+``ftruncate`` so no partial record stays (the disk-full case). Durability is
+``begin_sync`` / ``SyncPoint.run`` (fdatasync, run by the caller in a thread)
+/ ``end_sync``. A failed fsync stops all further writes until restart: after
+fsyncgate we cannot know what reached the disk.
+
+On open, sealed partitions are trusted through their index when it is sane,
+and the last partition is scanned: wholly after an unclean stop, from its
+last index entry after a clean one. A torn or garbage tail is copied aside to
+``<partition>.trunc.N`` and cut off.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import time
+from bisect import bisect_right
+from typing import Callable, Iterator, Sequence
+
+import structlog
+
+from ..errors import CorruptLogError, DiskFull, FsyncFailed, StorageError
+from ..record import MAX_HEADER, Record, encode_batch, parse
+from . import Span
+from .index import SparseIndex
+from .partition import Partition, id_at, parse_name, partition_name, scan
+
+__all__ = ["FileLog"]
+
+log = structlog.get_logger("logd.log")
+
+CLEAN_MARKER = "clean-shutdown"
+LOCK_FILE = "lock"
+
+
+class _SyncPoint:
+    """What one fsync round covers. ``run`` is safe to call from a thread."""
+
+    def __init__(
+        self,
+        head: int,
+        position: tuple[int, int],
+        fds: list[int],
+        dir_path: str | None,
+        fsync: Callable[[int], None],
+    ) -> None:
+        self.head = head
+        self.position = position
+        self.fds = fds
+        self.dir_path = dir_path
+        self._fsync = fsync
+
+    def run(self) -> None:
+        for fd in self.fds:
+            self._fsync(fd)
+        if self.dir_path is not None:
+            dfd = os.open(self.dir_path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+
+class FileLog:
+    def __init__(
+        self,
+        directory: str,
+        partition_size: int = 64 * 1024 * 1024,
+        index_interval: int = 4096,
+        fsync: bool = True,
+        fsync_func: Callable[[int], None] = os.fdatasync,
+    ) -> None:
+        self.directory = os.path.abspath(directory)
+        self.partition_size = partition_size
+        self.index_interval = index_interval
+        self.fsync_enabled = fsync
+        self._fsync = fsync_func
+        self._partitions: list[Partition] = []
+        self._firsts: list[int] = []  # first ids, for bisect
+        self._fd = -1  # write fd of the active partition
+        self._unsynced_fds: list[int] = []  # sealed partitions awaiting fsync
+        self._dir_dirty = False
+        self._read_fds: dict[int, int] = {}
+        self._head = 0
+        self._synced = 0
+        self._synced_pos: tuple[int, int] = (0, 0)
+        self._failed: StorageError | None = None
+        self.last_write_error: str | None = None
+        self.recovered_clean = False
+        self.bytes_dropped = 0
+        self._lock_fd = -1
+        self._open()
+
+    # -- opening ------------------------------------------------------------------
+
+    def _open(self) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        self._lock_fd = os.open(
+            os.path.join(self.directory, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+        )
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise StorageError(f"data dir {self.directory} is in use by another process") from None
+        marker = os.path.join(self.directory, CLEAN_MARKER)
+        self.recovered_clean = os.path.exists(marker)
+        found = sorted(
+            (parsed, name)
+            for name in os.listdir(self.directory)
+            if (parsed := parse_name(name)) is not None
+        )
+        if not found:
+            self._partitions = [self._new_partition(1, 1)]
+        for i, ((number, first_id), name) in enumerate(found):
+            p = Partition(number, first_id, os.path.join(self.directory, name))
+            p.index = SparseIndex(self.index_interval)
+            if self._partitions:
+                prev = self._partitions[-1]
+                if number != prev.number + 1 or first_id != prev.last_id + 1:
+                    raise CorruptLogError(
+                        f"partition {name} does not follow partition {prev.number} "
+                        f"(ends at id {prev.last_id})",
+                        partition=number,
+                    )
+            last = i == len(found) - 1
+            self._load_partition(p, active=last)
+            self._partitions.append(p)
+        active = self._partitions[-1]
+        # An empty last partition left by a crash between creating it and writing it.
+        if active.size == 0 and len(self._partitions) > 1:
+            os.unlink(active.path)
+            self._remove_index(active)
+            self._partitions.pop()
+            active = self._partitions[-1]
+        self._firsts = [p.first_id for p in self._partitions]
+        self._head = active.last_id
+        self._synced = self._head
+        self._synced_pos = (active.number, active.size)
+        self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if self.recovered_clean:
+            os.unlink(marker)
+        self._fsync_dir()
+        log.info(
+            "log_opened",
+            directory=self.directory,
+            clean=self.recovered_clean,
+            first_id=self.first_id(),
+            head=self._head,
+            partitions=len(self._partitions),
+        )
+
+    def _load_partition(self, p: Partition, active: bool) -> None:
+        fd = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            index = SparseIndex.load(p.idx_path, self.index_interval)
+            problem = "missing" if index is None else index.sane(p.first_id, size, lambda o: id_at(fd, o))
+            trust = problem is None and (self.recovered_clean or not active)
+            if problem is not None and problem != "missing":
+                log.warning("index_ignored", partition=p.number, reason=problem)
+            if trust:
+                assert index is not None
+                p.index = index
+                start_id, start = index.floor(index.ids[-1]) if len(index) else (p.first_id, 0)
+            else:
+                start_id, start = p.first_id, 0
+                p.index = SparseIndex(self.index_interval)
+            result = scan(fd, start, size, start_id, p.index.add)
+        finally:
+            os.close(fd)
+        if result.error is not None:
+            if not active:
+                raise CorruptLogError(
+                    f"partition {os.path.basename(p.path)} is corrupt at offset "
+                    f"{result.error.offset}: {result.error.reason}",
+                    partition=p.number,
+                    offset=result.error.offset,
+                    id=result.last_id + 1,
+                )
+            self._truncate_tail(p, result.end, size, result.error.reason)
+            size = result.end
+        p.size = size
+        p.last_id = result.last_id
+        if not trust:
+            p.index.save(p.idx_path)
+
+    def _truncate_tail(self, p: Partition, end: int, size: int, reason: str) -> None:
+        """Copy the bytes past ``end`` aside, then cut the partition there."""
+        n = 0
+        while os.path.exists(f"{p.path}.trunc.{n}"):
+            n += 1
+        aside = f"{p.path}.trunc.{n}"
+        with open(p.path, "rb") as src, open(aside, "wb") as dst:
+            src.seek(end)
+            shutil.copyfileobj(src, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+        with open(p.path, "r+b") as f:
+            f.truncate(end)
+            os.fsync(f.fileno())
+        self.bytes_dropped += size - end
+        log.warning(
+            "tail_truncated",
+            partition=p.number,
+            offset=end,
+            bytes_dropped=size - end,
+            reason=reason,
+            saved_to=aside,
+        )
+
+    def _new_partition(self, number: int, first_id: int) -> Partition:
+        path = os.path.join(self.directory, partition_name(number, first_id))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        os.close(fd)
+        self._dir_dirty = True
+        return Partition(number, first_id, path, 0, first_id - 1, SparseIndex(self.index_interval))
+
+    def _remove_index(self, p: Partition) -> None:
+        try:
+            os.unlink(p.idx_path)
+        except FileNotFoundError:
+            pass
+
+    def _fsync_dir(self) -> None:
+        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    # -- state ----------------------------------------------------------------------
+
+    def head(self) -> int:
+        return self._head
+
+    def first_id(self) -> int:
+        return self._partitions[0].first_id
+
+    def synced_head(self) -> int:
+        return self._synced
+
+    @property
+    def failed(self) -> StorageError | None:
+        return self._failed
+
+    def partitions(self) -> list[Partition]:
+        return list(self._partitions)
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "partitions": len(self._partitions),
+            "active_partition": self._partitions[-1].number,
+            "bytes": sum(p.size for p in self._partitions),
+            "synced_partition": self._synced_pos[0],
+            "synced_offset": self._synced_pos[1],
+            "write_error": self.last_write_error or "",
+            "failed": str(self._failed) if self._failed else "",
+        }
+
+    # -- writing ----------------------------------------------------------------------
+
+    def append(self, bodies: Sequence[bytes]) -> int:
+        """Append the bodies as consecutive records; return the last id.
+
+        Raises:
+            DiskFull: no space; nothing was written.
+            StorageError: another write failure, or writes stopped after a failed fsync.
+        """
+        if self._failed is not None:
+            raise self._failed
+        first = self._head + 1
+        data, sizes = encode_batch(first, bodies)
+        p = self._partitions[-1]
+        if p.size and p.size + len(data) > self.partition_size:
+            p = self._roll(first)
+        start = p.size
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            self._undo_write(p, start, exc)
+        self.last_write_error = None
+        index = p.index
+        offsets = index.offsets
+        interval = index.interval
+        off = start
+        last_indexed = offsets[-1] if offsets else -interval
+        i = first
+        for size in sizes:
+            if off - last_indexed >= interval:
+                index.ids.append(i)
+                offsets.append(off)
+                last_indexed = off
+            off += size
+            i += 1
+        p.size = off
+        p.last_id = i - 1
+        self._head = i - 1
+        return self._head
+
+    def _undo_write(self, p: Partition, start: int, exc: OSError) -> None:
+        self.last_write_error = f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror}"
+        try:
+            os.ftruncate(self._fd, start)
+        except OSError as exc2:
+            self._failed = StorageError(
+                f"write failed ({exc.strerror}) and could not be undone ({exc2.strerror}); "
+                "restart required"
+            )
+            raise self._failed from exc2
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull("no space left on device; nothing written") from exc
+        raise StorageError(f"write failed: {exc.strerror}; nothing written") from exc
+
+    def _roll(self, first_id: int) -> Partition:
+        old = self._partitions[-1]
+        try:
+            new = self._new_partition(old.number + 1, first_id)
+            fd = os.open(new.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull("no space left for a new partition") from exc
+            raise StorageError(f"cannot create a partition: {exc.strerror}") from exc
+        if self.fsync_enabled:
+            self._unsynced_fds.append(self._fd)
+        else:
+            os.close(self._fd)
+        self._fd = fd
+        old.index.save(old.idx_path)
+        self._partitions.append(new)
+        self._firsts.append(first_id)
+        log.info("partition_rolled", partition=new.number, first_id=first_id)
+        return new
+
+    def begin_sync(self) -> _SyncPoint:
+        active = self._partitions[-1]
+        dir_path = self.directory if self._dir_dirty else None
+        self._dir_dirty = False
+        return _SyncPoint(
+            self._head,
+            (active.number, active.size),
+            [*self._unsynced_fds, self._fd],
+            dir_path,
+            self._fsync,
+        )
+
+    def end_sync(self, point: _SyncPoint) -> None:  # type: ignore[override]
+        for fd in point.fds[:-1]:
+            self._unsynced_fds.remove(fd)
+            os.close(fd)
+        if point.head > self._synced:
+            self._synced = point.head
+            self._synced_pos = point.position
+        active = self._partitions[-1]
+        active.index.save_new(active.idx_path)
+
+    def fail_sync(self, exc: BaseException) -> FsyncFailed:
+        """An fsync failed: stop writes for good (see the module docstring)."""
+        self._failed = FsyncFailed(f"fsync failed ({exc}); writes stopped until restart")
+        self.last_write_error = str(self._failed)
+        return self._failed
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _partition_of(self, id: int) -> Partition:
+        i = bisect_right(self._firsts, id) - 1
+        if i < 0:
+            raise KeyError(id)
+        return self._partitions[i]
+
+    def _read_fd(self, p: Partition) -> int:
+        fd = self._read_fds.get(p.number)
+        if fd is None:
+            fd = self._read_fds[p.number] = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC)
+        return fd
+
+    def locate(self, id: int) -> tuple[Partition, int]:
+        """The partition holding ``id`` and the offset of its record.
+
+        ``id`` may be head+1: the end of the active partition.
+        """
+        active = self._partitions[-1]
+        if id == self._head + 1:
+            return active, active.size
+        if id == self._synced + 1 and self._synced_pos[0] == active.number:
+            return active, self._synced_pos[1]
+        p = self._partition_of(id)
+        if id == p.last_id + 1:
+            return p, p.size
+        entry_id, off = p.index.floor(id)
+        if entry_id == id:
+            return p, off
+        fd = self._read_fd(p)
+        block = b""
+        base = off
+        cur = entry_id
+        while True:
+            rel = off - base
+            nl = block.find(b"\r\n", rel, rel + MAX_HEADER)
+            if nl < 0:
+                base = off
+                block = os.pread(fd, 65536, off)
+                rel = 0
+                nl = block.find(b"\r\n", 0, MAX_HEADER)
+                if nl < 0:
+                    raise CorruptLogError(
+                        f"no record header at offset {off}", partition=p.number, offset=off, id=cur
+                    )
+            fields = block[rel + 1 : nl].split(b" ")
+            if int(fields[0]) != cur:
+                raise CorruptLogError(
+                    f"expected id {cur} at offset {off}", partition=p.number, offset=off, id=cur
+                )
+            if cur == id:
+                return p, off
+            off = base + nl + 2 + int(fields[1]) + 2
+            cur += 1
+
+    def spans(self, start: int, end: int) -> Iterator[Span]:
+        if start >= end:
+            return
+        p, off = self.locate(start)
+        i = self._partitions.index(p)
+        while True:
+            p = self._partitions[i]
+            if end <= p.last_id + 1:
+                _, stop = self.locate(end) if end <= p.last_id else (p, p.size)
+                if stop > off:
+                    yield p.path, off, stop - off
+                return
+            if p.size > off:
+                yield p.path, off, p.size - off
+            i += 1
+            off = 0
+
+    def read(self, start: int, end: int) -> list[Record]:
+        out: list[Record] = []
+        for path, off, length in self.spans(start, end):
+            with open(path, "rb") as f:
+                data = os.pread(f.fileno(), length, off)
+            pos = 0
+            while pos < len(data):
+                got = parse(data, pos)
+                if got is None:
+                    raise CorruptLogError(f"incomplete record in {path} at {off + pos}")
+                out.append(got[0])
+                pos = got[1]
+        return out
+
+    # -- closing ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush everything, save the indexes, leave the clean marker."""
+        if self._fd < 0:
+            return
+        clean = self._failed is None
+        if clean:
+            point = self.begin_sync()
+            point.run()
+            self.end_sync(point)
+        for fd in [*self._unsynced_fds, self._fd, *self._read_fds.values()]:
+            os.close(fd)
+        self._unsynced_fds.clear()
+        self._read_fds.clear()
+        self._fd = -1
+        self._partitions[-1].index.save(self._partitions[-1].idx_path)
+        if clean:
+            marker = os.path.join(self.directory, CLEAN_MARKER)
+            with open(marker, "w") as f:
+                f.write(f"head={self._head} time={time.time():.3f}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            self._fsync_dir()
+        os.close(self._lock_fd)
+        log.info("log_closed", head=self._head, clean=clean)

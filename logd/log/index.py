@@ -1,0 +1,129 @@
+"""The sparse index of one partition: id -> byte offset, every ~``interval`` bytes.
+
+In memory it is two parallel ``array('Q')``: ids and offsets, both strictly
+increasing, the first entry always the partition's first record at offset 0.
+Finding any id costs a binary search here plus a scan of at most
+``interval`` bytes and one record in the partition file.
+
+On disk (``<partition>.idx``) it is the same entries, 16 bytes each::
+
+    <u64 little-endian id><u64 little-endian offset>
+
+The partition file is the truth and this is a cache (Kafka's OffsetIndex has
+no checksum either): ``sane()`` checks it against the partition on open, and
+the caller rebuilds it by scanning when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from array import array
+from bisect import bisect_right
+from typing import Callable
+
+__all__ = ["SparseIndex", "ENTRY"]
+
+ENTRY = struct.Struct("<QQ")
+assert ENTRY.size == 16
+
+
+class SparseIndex:
+    def __init__(self, interval: int = 4096) -> None:
+        self.interval = interval
+        self.ids = array("Q")
+        self.offsets = array("Q")
+        self._saved = 0  # entries already in the .idx file
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, id: int, offset: int) -> None:
+        """Record the position of ``id`` if it is ``interval`` past the last entry."""
+        offsets = self.offsets
+        if not offsets or offset - offsets[-1] >= self.interval:
+            self.ids.append(id)
+            offsets.append(offset)
+
+    def floor(self, id: int) -> tuple[int, int]:
+        """The last entry at or before ``id``: ``(entry_id, offset)``."""
+        i = bisect_right(self.ids, id) - 1
+        if i < 0:
+            raise KeyError(id)
+        return self.ids[i], self.offsets[i]
+
+    def truncate(self, offset: int) -> None:
+        """Forget entries at or past ``offset`` (the file was cut there)."""
+        i = bisect_right(self.offsets, offset - 1) if offset else 0
+        del self.ids[i:]
+        del self.offsets[i:]
+        self._saved = -1  # the file holds entries we dropped: rewrite it whole
+
+    def sane(self, first_id: int, size: int, id_at: Callable[[int], int | None]) -> str | None:
+        """Check the entries against the partition; return what is wrong, or None.
+
+        ``id_at(offset)`` reads the id of the record at ``offset`` in the file.
+        """
+        ids, offsets = self.ids, self.offsets
+        if not ids:
+            return "empty" if size else None
+        if ids[0] != first_id or offsets[0] != 0:
+            return "first entry is not the first record"
+        for i in range(1, len(ids)):
+            if ids[i] <= ids[i - 1] or offsets[i] <= offsets[i - 1]:
+                return f"entries out of order at {i}"
+        if offsets[-1] >= size:
+            return "entry past the end of the partition"
+        if id_at(offsets[-1]) != ids[-1]:
+            return "last entry does not point at its record"
+        if len(ids) > 2:
+            mid = len(ids) // 2
+            if id_at(offsets[mid]) != ids[mid]:
+                return "middle entry does not point at its record"
+        return None
+
+    # -- persistence ------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str, interval: int) -> "SparseIndex | None":
+        """Read an .idx file; None when missing or not a whole number of entries."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        if len(data) % ENTRY.size:
+            return None
+        index = cls(interval)
+        flat = array("Q")
+        flat.frombytes(data)
+        if struct.pack("=H", 1) != struct.pack("<H", 1):  # pragma: no cover (big-endian)
+            flat.byteswap()
+        index.ids = flat[0::2]
+        index.offsets = flat[1::2]
+        index._saved = len(index.ids)
+        return index
+
+    def _entries(self, start: int) -> bytes:
+        return b"".join(
+            ENTRY.pack(self.ids[i], self.offsets[i]) for i in range(start, len(self.ids))
+        )
+
+    def save(self, path: str) -> None:
+        """Write the whole index atomically (tmp + rename); no fsync: it is a cache."""
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(self._entries(0))
+        os.replace(tmp, path)
+        self._saved = len(self.ids)
+
+    def save_new(self, path: str) -> None:
+        """Append the entries added since the last save."""
+        if self._saved < 0:
+            self.save(path)
+            return
+        if self._saved == len(self.ids):
+            return
+        with open(path, "ab") as f:
+            f.write(self._entries(self._saved))
+        self._saved = len(self.ids)

@@ -1,0 +1,64 @@
+"""MemoryLog: the reference ``Log``, records held in a list. For tests."""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+from ..record import Record, encode, parse
+from . import Span
+
+__all__ = ["MemoryLog"]
+
+
+class _Point:
+    def __init__(self, head: int) -> None:
+        self.head = head
+
+    def run(self) -> None:
+        pass
+
+
+class MemoryLog:
+    def __init__(self) -> None:
+        self._records: list[bytes] = []
+        self._synced = 0
+        self._first = 1
+
+    def head(self) -> int:
+        return self._first + len(self._records) - 1
+
+    def first_id(self) -> int:
+        return self._first
+
+    def synced_head(self) -> int:
+        return self._synced
+
+    def append(self, bodies: Sequence[bytes]) -> int:
+        first = self.head() + 1
+        self._records.extend(encode(first + i, b) for i, b in enumerate(bodies))
+        return self.head()
+
+    def begin_sync(self) -> _Point:
+        return _Point(self.head())
+
+    def end_sync(self, point: _Point) -> None:  # type: ignore[override]
+        self._synced = max(self._synced, point.head)
+
+    def spans(self, start: int, end: int) -> Iterator[Span]:
+        data = b"".join(self._records[start - self._first : end - self._first])
+        if data:
+            yield data, 0, len(data)
+
+    def read(self, start: int, end: int) -> list[Record]:
+        out = []
+        for raw in self._records[start - self._first : end - self._first]:
+            got = parse(raw)
+            assert got is not None
+            out.append(got[0])
+        return out
+
+    def stats(self) -> dict[str, object]:
+        return {"partitions": 1, "bytes": sum(map(len, self._records))}
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,472 @@
+"""The logd wire protocol, with no sockets: bytes in, commands out; replies in, bytes out.
+
+Requests (docs/protocol.rst has the byte-by-byte description)::
+
+    <CMD> <nargs>\\r\\n               then, nargs times:
+    <len> <bytes>\\r\\n               exactly len bytes, any byte allowed
+    <CMD>\\r\\n                       zero arguments, for nc and telnet
+
+``CommandParser`` follows h11's shape: ``receive_data()`` feeds bytes,
+``next_command()`` returns a command or ``NEED_DATA``. It raises
+``ProtocolError`` when framing breaks (the connection must close) and another
+``ClientError`` when a well-framed command is invalid (the command's bytes are
+consumed; the connection stays usable).
+
+``ReplyParser`` is the client's side: reply lines, bodies, and the record
+stream of READ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+from zlib import crc32
+
+from . import errors
+from .errors import InvalidArgument, LogdError, ProtocolError, UnknownCommand
+from .record import Record
+
+__all__ = [
+    "NEED_DATA",
+    "Msg",
+    "Read",
+    "Replicate",
+    "Head",
+    "Ping",
+    "Close",
+    "Shutdown",
+    "Stats",
+    "Refuse",
+    "Accept",
+    "Command",
+    "Limits",
+    "CommandParser",
+    "encode_command",
+    "OK",
+    "PONG",
+    "EOF",
+    "encode_ok_id",
+    "encode_body",
+    "encode_error",
+    "ReplyParser",
+    "Ok",
+    "OkId",
+    "Pong",
+    "Body",
+    "Eof",
+]
+
+CRLF = b"\r\n"
+MAX_INT_DIGITS = 19  # ids and counts fit in a signed 64-bit integer
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+
+
+# -- commands -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    bodies: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    start: int
+    limit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Replicate:
+    start: int
+    end: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    partition: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    partition: int = 0
+
+
+Command = Union[Msg, Read, Replicate, Head, Ping, Close, Shutdown, Stats, Refuse, Accept]
+
+
+def _int_arg(name: str, raw: bytes) -> int:
+    if not raw.isdigit() or len(raw) > MAX_INT_DIGITS:
+        raise InvalidArgument(f"{name} must be a non-negative integer, got {raw[:40]!r}")
+    return int(raw)
+
+
+def _no_args(cls: type) -> object:
+    def build(args: list[bytes]) -> object:
+        if args:
+            raise InvalidArgument(f"{cls.__name__.upper()} takes no arguments")
+        return cls()
+
+    return build
+
+
+def _build_msg(args: list[bytes]) -> Msg:
+    if not args:
+        raise InvalidArgument("MSG must supply at least one message")
+    for i, body in enumerate(args, 1):
+        if not body:
+            raise InvalidArgument(f"empty message not allowed (argument {i})")
+    return Msg(tuple(args))
+
+
+def _ints(cls: type, names: tuple[str, ...], required: int) -> object:
+    upper = cls.__name__.upper()
+
+    def build(args: list[bytes]) -> object:
+        if not required <= len(args) <= len(names):
+            want = " ".join(n if i < required else f"[{n}]" for i, n in enumerate(names))
+            raise InvalidArgument(f"usage: {upper} {want}")
+        return cls(*(_int_arg(n, a) for n, a in zip(names, args)))
+
+    return build
+
+
+def _build_stats(args: list[bytes]) -> Stats:
+    if not args:
+        return Stats()
+    if len(args) == 1 and args[0].lower() in (b"text", b"msgpack"):
+        return Stats(args[0].lower().decode())
+    raise InvalidArgument("usage: STATS [text|msgpack]")
+
+
+_BUILDERS = {
+    b"MSG": _build_msg,
+    b"READ": _ints(Read, ("start", "limit"), 1),
+    b"REPLICATE": _ints(Replicate, ("start", "end"), 1),
+    b"HEAD": _no_args(Head),
+    b"PING": _no_args(Ping),
+    b"CLOSE": _no_args(Close),
+    b"SHUTDOWN": _no_args(Shutdown),
+    b"STATS": _build_stats,
+    b"REFUSE": _ints(Refuse, ("partition",), 0),
+    b"ACCEPT": _ints(Accept, ("partition",), 0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may be. Past these, the connection is closed."""
+
+    max_line: int = 1024
+    max_message: int = 1024 * 1024
+    max_args: int = 10_000
+    max_request: int = 64 * 1024 * 1024
+
+
+class CommandParser:
+    """Incremental request parser; see the module docstring."""
+
+    def __init__(self, limits: Limits = Limits()) -> None:
+        self.limits = limits
+        self._buf = bytearray()
+        self._pos = 0
+        self._name: bytes | None = None
+        self._nargs = 0
+        self._args: list[bytes] = []
+        self._size = 0
+        self._eof = False
+
+    @property
+    def in_progress(self) -> bool:
+        """True when part of a command is buffered (for the partial-command timeout)."""
+        return self._name is not None or len(self._buf) > self._pos
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes; ``b""`` means the peer closed its side."""
+        if not data:
+            self._eof = True
+            return
+        if self._pos and self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next_command(self) -> Command | _NeedData:
+        """Return the next complete command, or NEED_DATA.
+
+        Raises:
+            ProtocolError: framing is broken; close the connection after replying.
+            ClientError: the command was well framed but invalid; carry on.
+        """
+        buf = self._buf
+        limits = self.limits
+        if self._name is None:
+            while True:
+                nl = buf.find(CRLF, self._pos, self._pos + limits.max_line + 2)
+                if nl < 0:
+                    if len(buf) - self._pos > limits.max_line:
+                        raise ProtocolError(f"command line longer than {limits.max_line} bytes")
+                    return self._need_data()
+                line = bytes(buf[self._pos : nl])
+                self._pos = nl + 2
+                if line.strip():
+                    break  # empty lines are skipped, as typed into telnet
+            parts = line.split(b" ")
+            if len(parts) == 1:
+                nargs = 0
+            elif len(parts) == 2 and parts[1].isdigit() and len(parts[1]) <= 6:
+                nargs = int(parts[1])
+            else:
+                raise ProtocolError("command line must be '<CMD> <nargs>'")
+            if nargs > limits.max_args:
+                raise ProtocolError(f"too many arguments: {nargs} (max {limits.max_args})")
+            self._name = parts[0].upper()
+            self._nargs = nargs
+            self._args = []
+            self._size = 0
+        args = self._args
+        while len(args) < self._nargs:
+            pos = self._pos
+            sp = buf.find(b" ", pos, pos + 21)
+            if sp < 0:
+                if len(buf) - pos > 20:
+                    raise ProtocolError("argument must start with '<len> '")
+                return self._need_data()
+            raw = bytes(buf[pos:sp])
+            if not raw.isdigit():
+                raise ProtocolError(f"bad argument length {raw[:20]!r}")
+            size = int(raw)
+            if size > limits.max_message:
+                raise ProtocolError(f"argument of {size} bytes exceeds max {limits.max_message}")
+            self._size += size
+            if self._size > limits.max_request:
+                raise ProtocolError(f"request exceeds max {limits.max_request} bytes")
+            start = sp + 1
+            stop = start + size
+            if len(buf) < stop + 2:
+                self._size -= size
+                return self._need_data()
+            if buf[stop : stop + 2] != CRLF:
+                raise ProtocolError("argument not followed by CRLF (length mismatch?)")
+            args.append(bytes(buf[start:stop]))
+            self._pos = stop + 2
+        name = self._name
+        self._name = None
+        self._args = []
+        build = _BUILDERS.get(name)
+        if build is None:
+            raise UnknownCommand(f"unknown command {name[:32].decode('ascii', 'replace')!r}")
+        return build(args)  # type: ignore[no-any-return]
+
+    def _need_data(self) -> _NeedData:
+        if self._eof and self.in_progress:
+            raise ProtocolError("connection closed inside a command")
+        return NEED_DATA
+
+
+def encode_command(name: str, *args: bytes | str | int) -> bytes:
+    """Client side: frame one command."""
+    parts = [b"%s %d\r\n" % (name.encode(), len(args))]
+    for arg in args:
+        if isinstance(arg, int):
+            arg = b"%d" % arg
+        elif isinstance(arg, str):
+            arg = arg.encode()
+        parts.append(b"%d %s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+# -- replies --------------------------------------------------------------------
+
+OK = b"OK\r\n"
+PONG = b"PONG\r\n"
+EOF = b"+EOF\r\n"
+
+
+def encode_ok_id(id: int) -> bytes:
+    return b"OK %d\r\n" % id
+
+
+def encode_body(body: bytes) -> bytes:
+    return b"OK %d\r\n%s\r\n" % (len(body), body)
+
+
+def encode_error(exc: LogdError) -> bytes:
+    reason = exc.reason().replace("\r", " ").replace("\n", " ")
+    return f"{exc.kind} {reason}\r\n".encode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OkId:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Eof:
+    pass
+
+
+class ReplyParser:
+    """Incremental reply parser for clients.
+
+    The caller says what it expects, since ``OK <n>`` is an id after MSG and
+    a body length after STATS: ``next_reply()``, ``next_body()`` and, inside a
+    READ stream, ``next_record()``. Each returns NEED_DATA when more bytes are
+    due. Error replies come back as raised ``LogdError`` subclasses.
+    """
+
+    def __init__(self, max_body: int = 64 * 1024 * 1024) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self.max_body = max_body
+
+    def receive_data(self, data: bytes) -> None:
+        if self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def _line(self) -> bytes | None:
+        nl = self._buf.find(CRLF, self._pos)
+        if nl < 0:
+            if len(self._buf) - self._pos > 4096:
+                raise ProtocolError("reply line too long")
+            return None
+        line = bytes(self._buf[self._pos : nl])
+        self._pos = nl + 2
+        return line
+
+    @staticmethod
+    def _check_error(line: bytes) -> None:
+        if line.startswith(b"ERR"):
+            kind, _, reason = line.decode("utf-8", "replace").partition(" ")
+            if kind in ("ERR", "ERR_CLIENT"):
+                raise errors.from_reply(kind, reason)
+
+    def next_reply(self) -> Ok | OkId | Pong | _NeedData:
+        line = self._line()
+        if line is None:
+            return NEED_DATA
+        if line == b"OK":
+            return Ok()
+        if line == b"PONG":
+            return Pong()
+        if line.startswith(b"OK ") and line[3:].isdigit():
+            return OkId(int(line[3:]))
+        self._check_error(line)
+        raise ProtocolError(f"unexpected reply {line[:80]!r}")
+
+    def next_body(self) -> Body | _NeedData:
+        nl = self._buf.find(CRLF, self._pos)
+        if nl < 0:
+            return NEED_DATA
+        line = bytes(self._buf[self._pos : nl])
+        if not (line.startswith(b"OK ") and line[3:].isdigit()):
+            self._pos = nl + 2
+            self._check_error(line)
+            raise ProtocolError(f"expected a body reply, got {line[:80]!r}")
+        size = int(line[3:])
+        if size > self.max_body:
+            raise ProtocolError(f"body of {size} bytes is too large")
+        start = nl + 2
+        if len(self._buf) < start + size + 2:
+            return NEED_DATA
+        if self._buf[start + size : start + size + 2] != CRLF:
+            raise ProtocolError("body not followed by CRLF")
+        self._pos = start + size + 2
+        return Body(bytes(self._buf[start : start + size]))
+
+    def next_record(self) -> Record | Eof | _NeedData:
+        """The next item of a READ stream: a verified record, or Eof.
+
+        Raises:
+            ChecksumError: the record's checksum does not match.
+            ProtocolError: the bytes are not a record.
+            LogdError: the server ended the stream with an error line.
+        """
+        buf = self._buf
+        pos = self._pos
+        nl = buf.find(CRLF, pos, pos + 64)
+        if nl < 0:
+            if len(buf) - pos >= 64:
+                raise ProtocolError("record header too long")
+            return NEED_DATA
+        if buf[pos] != 0x2B:  # '+'
+            line = bytes(buf[pos:nl])
+            self._pos = nl + 2
+            self._check_error(line)
+            raise ProtocolError(f"expected a record, got {line[:80]!r}")
+        header = bytes(buf[pos + 1 : nl])
+        if header == b"EOF":
+            self._pos = nl + 2
+            return Eof()
+        try:
+            idb, lenb, crcb = header.split(b" ")
+            id = int(idb)
+            size = int(lenb)
+            crc = int(crcb, 16)
+        except ValueError:
+            raise ProtocolError(f"malformed record header {header[:80]!r}") from None
+        if size > self.max_body:
+            raise ProtocolError(f"record of {size} bytes is too large")
+        start = nl + 2
+        stop = start + size
+        if len(buf) < stop + 2:
+            return NEED_DATA
+        if buf[stop : stop + 2] != CRLF:
+            raise ProtocolError(f"record {id} body not followed by CRLF")
+        body = bytes(buf[start:stop])
+        if crc32(body, crc32(idb)) != crc:
+            raise errors.ChecksumError(f"checksum mismatch for record {id}")
+        self._pos = stop + 2
+        return Record(id, body)

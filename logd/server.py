@@ -1,0 +1,266 @@
+"""The gevent adapter: sockets <-> protocol <-> EventQueue. It decides nothing.
+
+Each connection has two greenlets. The reader (``handle``) receives bytes,
+parses commands and submits them to the queue, keeping up to
+``max_pipeline`` replies pending; the writer sends replies in request order,
+coalescing the ready ones into one send. A READ reply is a ``Stream``: the
+writer sends the records itself, straight from the partition files with
+``os.sendfile`` (``stream.py``), so the event queue never waits on a reader.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from typing import Any
+
+import gevent
+import structlog
+from gevent.event import AsyncResult, Event
+from gevent.pool import Pool
+from gevent.queue import Queue
+from gevent.server import StreamServer
+
+from . import protocol as p
+from . import stats as st
+from .config import ServerConfig
+from .errors import ClientError, ProtocolError, TooManyClients
+from .events import CloseAfter, EventQueue, Peer, Stream
+from .stream import SendTimeout, send_all, stream_records
+
+__all__ = ["Listener", "tcp_listener", "unix_listener"]
+
+log = structlog.get_logger("logd.server")
+
+_conn_ids = itertools.count(1)
+_CLOSE = object()
+
+
+class _Ready:
+    """A reply known at parse time (a parse error), shaped like an AsyncResult."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def ready(self) -> bool:
+        return True
+
+    def get(self) -> Any:
+        return self.value
+
+
+def tcp_listener(host: str, port: int, backlog: int = 511) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def unix_listener(path: str, backlog: int = 511) -> socket.socket:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+class Listener:
+    """One StreamServer feeding the shared EventQueue."""
+
+    def __init__(self, queue: EventQueue, config: ServerConfig, sock: socket.socket) -> None:
+        self.queue = queue
+        self.config = config
+        self.stats = queue.stats
+        self.limits = p.Limits(config.max_line, config.max_message, config.max_args, config.max_request)
+        self.is_unix = sock.family == socket.AF_UNIX
+        # The pool is a hard cap above max_clients: past max_clients we still
+        # accept, to say so, instead of leaving clients hanging in the backlog.
+        self.server = StreamServer(sock, self.handle, spawn=Pool(config.max_clients + 64))
+        self.connections: set[_Connection] = set()
+        queue.servers.append(self)
+
+    @property
+    def address(self) -> Any:
+        return self.server.address
+
+    def start(self) -> None:
+        self.server.start()
+
+    def close(self) -> None:
+        """Stop accepting new connections."""
+        self.server.close()
+
+    def stop(self, timeout: float) -> None:
+        for conn in list(self.connections):
+            conn.gone.set()
+        self.server.stop(timeout=timeout)
+
+    def handle(self, sock: socket.socket, address: Any) -> None:
+        stats = self.stats
+        stats.incr(st.CONNECTIONS_TOTAL)
+        if stats.connections >= self.config.max_clients:
+            stats.incr(st.CONNECTIONS_REJECTED)
+            try:
+                sock.sendall(p.encode_error(TooManyClients("max number of clients reached")))
+            except OSError:
+                pass
+            return
+        if self.is_unix:
+            peer = Peer("unix", True)
+        else:
+            host = address[0]
+            peer = Peer(f"{host}:{address[1]}", host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1"))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        conn = _Connection(self, sock, peer)
+        stats.connections += 1
+        self.connections.add(conn)
+        structlog.contextvars.bind_contextvars(conn_id=conn.id, peer=peer.addr)
+        try:
+            conn.run()
+        finally:
+            self.connections.discard(conn)
+            stats.connections -= 1
+            structlog.contextvars.clear_contextvars()
+
+
+class _Connection:
+    def __init__(self, listener: Listener, sock: socket.socket, peer: Peer) -> None:
+        self.id = next(_conn_ids)
+        self.listener = listener
+        self.queue = listener.queue
+        self.config = listener.config
+        self.sock = sock
+        self.peer = peer
+        self.parser = p.CommandParser(listener.limits)
+        self.pending: Queue = Queue(self.config.max_pipeline)
+        self.gone = Event()  # the peer disconnected, or the server is stopping
+        self.close_requested = Event()  # CLOSE arrived: ends a follow early
+        self.closing = False
+
+    def run(self) -> None:
+        writer = gevent.spawn(self._write_loop)
+        try:
+            self._read_loop()
+        finally:
+            self.gone.set()
+            if not writer.dead:
+                self.pending.put(_CLOSE)
+                writer.join(timeout=self.config.send_timeout)
+                writer.kill()
+
+    # -- reading ------------------------------------------------------------------
+
+    def _recv_timeout(self) -> float | None:
+        if self.parser.in_progress:
+            return self.config.partial_timeout or None
+        if self.config.idle_timeout and self.pending.empty():
+            return self.config.idle_timeout
+        return None
+
+    def _read_loop(self) -> None:
+        sock, parser, submit = self.sock, self.parser, self.queue.submit
+        while not self.closing:
+            try:
+                with gevent.Timeout(self._recv_timeout()):
+                    data = sock.recv(262144)
+            except gevent.Timeout:
+                self.listener.stats.incr(st.TIMEOUTS)
+                log.info("connection_timeout", partial=parser.in_progress)
+                return
+            except OSError:
+                return
+            parser.receive_data(data)
+            while True:
+                try:
+                    command = parser.next_command()
+                except ProtocolError as exc:
+                    self.listener.stats.incr(st.PROTOCOL_ERRORS)
+                    log.info("protocol_error", error=exc.message)
+                    self.pending.put(_Ready(CloseAfter(p.encode_error(exc))))
+                    return
+                except ClientError as exc:
+                    self.pending.put(_Ready(p.encode_error(exc)))
+                    continue
+                if command is p.NEED_DATA:
+                    break
+                if type(command) is p.Close:
+                    # Ends a follow now, instead of queueing behind it forever.
+                    self.close_requested.set()
+                self.pending.put(submit(command, self.peer))  # blocks when max_pipeline are due
+            if not data:
+                return
+
+    # -- writing ------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        try:
+            self._write_replies()
+        except (OSError, SendTimeout) as exc:
+            if isinstance(exc, SendTimeout):
+                self.listener.stats.incr(st.SLOW_READERS_DROPPED)
+                log.info("slow_reader_dropped")
+        finally:
+            self.closing = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _write_replies(self) -> None:
+        pending, sock, timeout = self.pending, self.sock, self.config.send_timeout
+        out: list[bytes] = []
+        while True:
+            item = pending.get()
+            if item is _CLOSE:
+                if out:
+                    send_all(sock, b"".join(out), timeout)
+                return
+            reply = item.get()
+            if type(reply) is bytes:
+                out.append(reply)
+                # Coalesce every reply already ready into one send.
+                if not pending.empty():
+                    nxt = pending.peek()
+                    if nxt is not _CLOSE and nxt.ready() and len(out) < 4096:
+                        continue
+                send_all(sock, b"".join(out), timeout)
+                out.clear()
+                continue
+            if out:
+                send_all(sock, b"".join(out), timeout)
+                out.clear()
+            if type(reply) is CloseAfter:
+                send_all(sock, reply.reply, timeout)
+                return
+            if type(reply) is Stream:
+                self._stream(reply)
+
+    def _stream(self, stream: Stream) -> None:
+        stats = self.listener.stats
+        follow = stream.limit == 0
+        if follow:
+            stats.tail_readers += 1
+        try:
+            stream_records(
+                self.sock,
+                self.queue,
+                stream.start,
+                stream.limit,
+                self.gone,
+                self.close_requested if follow else None,
+                self.config.send_timeout,
+            )
+        finally:
+            if follow:
+                stats.tail_readers -= 1

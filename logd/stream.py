@@ -1,0 +1,122 @@
+"""Sending READ streams: records go from partition files to the socket by sendfile.
+
+A stream never holds records in memory: it asks the log for the byte spans
+of ids ``[next, committed]`` and sends them with ``os.sendfile`` on the
+non-blocking socket, waiting cooperatively for writability
+(``gevent.socket.wait_write``) when the socket buffer is full. gevent's own
+``socket.sendfile()`` copies through Python in 8 KiB reads, so it is not
+used. A reader that stays unwritable for ``timeout`` seconds raises
+``SendTimeout``; a slow reader therefore costs disk reads at its own pace,
+never server memory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING
+
+import gevent
+from gevent.event import Event
+from gevent.socket import wait_write
+
+from . import protocol as p
+from .errors import LogdError, NotRetained, ShuttingDown
+
+if TYPE_CHECKING:
+    from .events import EventQueue
+
+__all__ = ["SendTimeout", "send_all", "send_file", "stream_records"]
+
+
+class SendTimeout(Exception):
+    """The peer did not take bytes for longer than the send timeout."""
+
+
+def send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
+    with gevent.Timeout(timeout or None, SendTimeout):
+        sock.sendall(data)
+
+
+def send_file(sock: socket.socket, fd: int, offset: int, count: int, timeout: float) -> None:
+    sfd = sock.fileno()
+    while count > 0:
+        try:
+            n = os.sendfile(sfd, fd, offset, count)
+        except BlockingIOError:
+            wait_write(sfd, timeout=timeout or None, timeout_exc=SendTimeout())
+            continue
+        if n == 0:
+            raise OSError("partition file is shorter than its index says")
+        offset += n
+        count -= n
+
+
+def stream_records(
+    sock: socket.socket,
+    queue: "EventQueue",
+    start: int,
+    limit: int,
+    gone: Event,
+    close_requested: Event | None,
+    timeout: float,
+) -> None:
+    """Send ``OK``, the records from ``start``, and ``+EOF`` after ``limit`` (0: follow).
+
+    Ends early, with a line that says why, on shutdown (``ERR SHUTDOWN``) and
+    on ``close_requested`` (``+EOF``); silently when the peer is ``gone``.
+    """
+    log_ = queue.log
+    send_all(sock, p.OK, timeout)
+    next_id = start
+    end_id = start + limit if limit else None
+    files: dict[str, int] = {}
+    stops = [gone, queue.stopped] + ([close_requested] if close_requested else [])
+    try:
+        while True:
+            event = queue.commit_event
+            if queue.stopped.is_set():
+                send_all(sock, p.encode_error(ShuttingDown("server is shutting down")), 1.0)
+                return
+            if gone.is_set():
+                return
+            target = queue.committed + 1
+            if end_id is not None and end_id < target:
+                target = end_id
+            if target > next_id:
+                try:
+                    _send_spans(sock, log_, next_id, target, files, timeout)
+                except LogdError as exc:
+                    send_all(sock, p.encode_error(exc), timeout)
+                    return
+                next_id = target
+            if (end_id is not None and next_id >= end_id) or (
+                close_requested is not None and close_requested.is_set()
+            ):
+                send_all(sock, p.EOF, timeout)
+                return
+            gevent.wait([event, *stops], count=1)
+    finally:
+        for fd in files.values():
+            os.close(fd)
+
+
+def _send_spans(
+    sock: socket.socket, log_: object, start: int, end: int, files: dict[str, int], timeout: float
+) -> None:
+    used = set()
+    for source, offset, count in log_.spans(start, end):  # type: ignore[attr-defined]
+        if isinstance(source, bytes):
+            send_all(sock, source[offset : offset + count], timeout)
+            continue
+        fd = files.get(source)
+        if fd is None:
+            try:
+                fd = files[source] = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise NotRetained(f"records from {start} were deleted by retention") from None
+        used.add(source)
+        send_file(sock, fd, offset, count, timeout)
+    # Keep only the partition we are in: a follower stays there for many commits.
+    for path in [path for path in files if path not in used]:
+        os.close(files.pop(path))
