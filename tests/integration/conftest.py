@@ -1,0 +1,124 @@
+"""Real ``logd serve`` processes on 127.0.0.1, port 0, a temporary data dir.
+
+``logd_server(*flags, data_dir=None)`` starts one and waits for its
+``listening`` log line (which carries the bound port); everything it logs is
+kept in ``server.logs`` as dicts. Every server is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+STARTUP_TIMEOUT = 15.0
+
+
+class LogdServer:
+    def __init__(self, data_dir: Path, flags: tuple[str, ...]) -> None:
+        self.data_dir = data_dir
+        self.flags = flags
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.logs: list[dict[str, Any]] = []
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._lock = threading.Lock()
+        self._listening = threading.Event()
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> "LogdServer":
+        self._listening.clear()
+        cmd = [sys.executable, "-m", "logd", "serve", "--port", "0", "--data-dir", str(self.data_dir),
+               "--log-format", "json", *self.flags]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        if not self._listening.wait(STARTUP_TIMEOUT) or self.proc.poll() is not None:
+            self.kill()
+            raise RuntimeError(f"logd did not start: {self.logs[-5:]}")
+        return self
+
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                entry = {"event": "stderr", "line": raw.decode(errors="replace").rstrip()}
+            with self._lock:
+                self.logs.append(entry)
+            if entry.get("event") == "listening" and "port" in entry:
+                self.host, self.port = entry["host"], entry["port"]
+                self._listening.set()
+        self._listening.set()  # exited: let start() fail fast instead of waiting
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in self.logs if e.get("event") == name]
+
+    def wait_event(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name)
+            if found:
+                return found[-1]
+            time.sleep(0.02)
+        raise AssertionError(f"no {name!r} log event within {timeout}s")
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout=timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send ``sig`` and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"logd did not exit within {timeout}s of signal {sig}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def restart(self, *flags: str) -> "LogdServer":
+        if self.proc is not None and self.proc.poll() is None:
+            code = self.stop()
+            assert code == 0, f"logd exited {code} on SIGTERM"
+        if flags:
+            self.flags = flags
+        return self.start()
+
+
+@pytest.fixture
+def logd_server(tmp_path: Path) -> Iterator[Callable[..., LogdServer]]:
+    servers: list[LogdServer] = []
+
+    def start(*flags: str, data_dir: Path | str | None = None) -> LogdServer:
+        directory = Path(data_dir) if data_dir else tmp_path / f"data{len(servers)}"
+        server = LogdServer(directory, flags)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        if server.proc is not None and server.proc.poll() is None:
+            try:
+                server.stop(timeout=15)
+            finally:
+                server.kill()
