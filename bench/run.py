@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""logd vs Redis Streams, side by side: ``python bench/run.py [--quick]``.
+
+See bench/README.rst for what each workload does and how to read the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import servers  # noqa: E402
+import workloads  # noqa: E402
+from servers import MODES, LogdServer, Profiler, RedisServer, ServerError  # noqa: E402
+
+ORDER = ["W1", "W4", "W2", "W3", "W5"]  # W4 reads what W1 wrote
+ALL = ["W1", "W2", "W3", "W4", "W5"]
+SYSTEMS = ["logd", "redis"]
+
+# (workload, label, key, comparison, target ratio logd/redis); None: reported only
+ROWS = [
+    ("W1", "msgs/s", "msgs_per_s", ">=", 1.0),
+    ("W2", "p50 ms", "p50_ms", "<=", 1.2),
+    ("W2", "p99 ms", "p99_ms", None, None),
+    ("W3", "msgs/s", "msgs_per_s", None, None),
+    ("W3", "p99 ms", "p99_ms", None, None),
+    ("W4", "msgs/s", "msgs_per_s", ">=", 4.0),
+    ("W5", "p50 ms", "p50_ms", None, None),
+    ("W5", "p99 ms", "p99_ms", "<=", 1.0),
+]
+
+_live: list = []  # servers and profilers to stop whatever happens
+
+
+def _cleanup() -> None:
+    while _live:
+        obj = _live.pop()
+        try:
+            obj.stop()
+        except Exception:
+            traceback.print_exc()
+
+
+def _on_signal(signum, frame):  # noqa: ARG001
+    raise SystemExit(128 + signum)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run: every count and duration scaled by 0.1")
+    ap.add_argument("--scale", type=float, default=None, help="scale counts and durations (default 1, --quick 0.1)")
+    ap.add_argument("--workloads", "-w", default=",".join(ALL), help="comma list of W1..W5 (default all)")
+    ap.add_argument("--modes", "-m", default="always,interval",
+                    help="comma list: always (logd --fsync always vs Redis appendfsync always), "
+                         "interval (logd --fsync interval:1000 vs Redis everysec)")
+    ap.add_argument("--systems", default="logd,redis", help="comma list: logd,redis")
+    ap.add_argument("--w3-conns", type=int, default=64)
+    ap.add_argument("--w3-procs", type=int, default=2, help="client processes for W3 (the machine has %d cores)" % (os.cpu_count() or 0))
+    ap.add_argument("--w5-rate", type=float, default=5000.0, help="W5 writer rate, msg/s")
+    ap.add_argument("--tmp-dir", default=None, help="where the servers' temp data dirs go (default: $TMPDIR or /tmp); "
+                                                      "must be a real disk for fsync to mean anything")
+    ap.add_argument("--logd-cmd", default=None,
+                    help="command that runs logd, before 'serve' (default: '%s -m logd')" % sys.executable)
+    ap.add_argument("--logd-arg", action="append", default=[], help="extra flag for 'logd serve' (repeatable)")
+    ap.add_argument("--profile", default="", metavar="W1,W4|all",
+                    help="run py-spy record on the logd server during these workloads (raw stacks in bench/results/)")
+    ap.add_argument("--results-dir", default=str(HERE / "results"))
+    return ap.parse_args(argv)
+
+
+def _csv(value: str, allowed: list[str], what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if value.strip().lower() == "all":
+        return list(allowed)
+    items = [v.upper() if what == "workload" else v for v in items]
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise SystemExit(f"unknown {what}: {', '.join(bad)} (choose from {', '.join(allowed)})")
+    return items
+
+
+def plan(args: argparse.Namespace) -> dict:
+    scale = args.scale if args.scale is not None else (0.1 if args.quick else 1.0)
+    return {
+        "scale": scale,
+        "W1": {"msgs": max(1000, int(1_000_000 * scale)) // 100 * 100, "per_request": 100, "in_flight": 8},
+        "W2": {"requests": max(100, int(20_000 * scale))},
+        "W3": {"conns": args.w3_conns, "procs": args.w3_procs, "seconds": max(1.0, 10 * scale)},
+        "W4": {"msgs": max(1000, int(1_000_000 * scale)) // 100 * 100},
+        "W5": {"rate": args.w5_rate, "seconds": max(1.0, 10 * scale)},
+    }
+
+
+def run_workload(w: str, server, p: dict) -> dict:
+    port = server.port
+    codec = server.system
+    if w == "W1":
+        c = p["W1"]
+        return workloads.write_loop(port, codec, c["msgs"] // c["per_request"], c["per_request"], c["in_flight"],
+                                    None, timeout=900)
+    if w == "W2":
+        lat: list = []
+        r = workloads.write_loop(port, codec, p["W2"]["requests"], 1, 1, lat, timeout=900)
+        r.update(workloads.percentiles(lat))
+        return r
+    if w == "W3":
+        c = p["W3"]
+        return workloads.concurrent_writers(port, codec, c["conns"], c["procs"], c["seconds"])
+    if w == "W4":
+        return workloads.read_all(port, codec, p["W4"]["msgs"], timeout=900)
+    if w == "W5":
+        c = p["W5"]
+        return workloads.tail_latency(port, codec, c["rate"], c["seconds"])
+    raise ValueError(w)
+
+
+def bench_server(system: str, mode: str, selected: list[str], p: dict, args, stamp: str, profile: set) -> dict:
+    out: dict = {}
+    log(f"starting {system} ({mode})")
+    try:
+        if system == "logd":
+            server = LogdServer(mode, args.tmp_dir, args.logd_cmd, args.logd_arg)
+        else:
+            server = RedisServer(mode, args.tmp_dir)
+    except ServerError as e:
+        log(f"{system} ({mode}) did not start: {e}")
+        return {w: {"error": str(e)} for w in selected}
+    _live.append(server)
+    out["_server"] = {"argv": server.argv, "pid": server.pid, "port": server.port}
+    try:
+        filled = False
+        for w in ORDER:
+            if w not in selected:
+                continue
+            if w == "W4" and not filled:
+                n = p["W4"]["msgs"]
+                log(f"  {system} {mode}: prefill {n} messages for W4")
+                workloads.write_loop(server.port, system, n // 100, 100, 8, None, timeout=900)
+            log(f"  {system} {mode}: {w}")
+            prof = None
+            if system == "logd" and w in profile:
+                path = os.path.join(args.results_dir, f"profile-{stamp}-{mode}-{w}.txt")
+                try:
+                    prof = Profiler(server.pid, path)
+                    _live.append(prof)
+                except ServerError as e:
+                    log(f"  profiling unavailable: {e}")
+            cpu0 = server.cpu()
+            t0 = time.perf_counter()
+            try:
+                r = run_workload(w, server, p)
+            except Exception as e:
+                r = {"error": f"{type(e).__name__}: {e}"}
+                log(f"  {system} {mode} {w} FAILED: {r['error']}")
+                traceback.print_exc()
+                tail = server.log_tail(10)
+                if tail:
+                    log("  server log tail:\n" + tail)
+            wall = time.perf_counter() - t0
+            r["server_cpu"] = server.cpu() - cpu0
+            r["server_cores"] = r["server_cpu"] / wall if wall else 0.0
+            if prof is not None:
+                prof.stop()
+                _live.remove(prof)
+                r["profile"] = prof.summary()
+            if w == "W1" and "error" not in r:
+                filled = True
+            out[w] = r
+            log("    " + _brief(w, r))
+            if server.proc is not None and server.proc.poll() is not None:
+                log(f"  {system} exited with {server.proc.returncode}; skipping its other workloads")
+                for rest in ORDER[ORDER.index(w) + 1:]:
+                    if rest in selected:
+                        out[rest] = {"error": f"server exited with {server.proc.returncode}"}
+                break
+        out["_server"].update({"rss_mib": server.rss_mib(), "disk_mib": server.disk_mib()})
+    finally:
+        server.stop()
+        if server in _live:
+            _live.remove(server)
+        out["_server"]["exit_code"] = server.exit_code
+        log(f"stopped {system} ({mode}), exit {server.exit_code}")
+    return out
+
+
+def _brief(w: str, r: dict) -> str:
+    if "error" in r:
+        return "error: " + r["error"]
+    bits = []
+    for k in ("msgs_per_s", "p50_ms", "p99_ms"):
+        if k in r:
+            bits.append(f"{k}={r[k]:,.3f}" if "ms" in k else f"{k}={r[k]:,.0f}")
+    bits.append(f"client_cores={r.get('client_cores', 0):.2f} server_cores={r.get('server_cores', 0):.2f}")
+    return " ".join(bits)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3f}"
+
+
+def table(results: dict, selected: list[str], modes: list[str]) -> tuple[str, list[dict]]:
+    header = ["workload", "metric", "mode", "logd", "redis", "logd/redis", "target", "verdict", "client cores L/R", "server cores L/R"]
+    rows = []
+    records = []
+    for w, label, key, cmp, target in ROWS:
+        if w not in selected:
+            continue
+        for mode in modes:
+            lr = results.get(mode, {}).get("logd", {}).get(w, {})
+            rr = results.get(mode, {}).get("redis", {}).get(w, {})
+            lv = lr.get(key) if "error" not in lr else "error"
+            rv = rr.get(key) if "error" not in rr else "error"
+            ratio = lv / rv if isinstance(lv, float | int) and isinstance(rv, float | int) and rv else None
+            if cmp is None:
+                tgt, verdict = "report", ""
+            else:
+                tgt = f"{cmp} {target:g}x"
+                if ratio is None:
+                    verdict = "n/a"
+                elif (ratio >= target) if cmp == ">=" else (ratio <= target):
+                    verdict = "ok"
+                else:
+                    verdict = "MISS"
+            cc = f"{lr.get('client_cores', float('nan')):.2f}/{rr.get('client_cores', float('nan')):.2f}"
+            sc = f"{lr.get('server_cores', float('nan')):.2f}/{rr.get('server_cores', float('nan')):.2f}"
+            rows.append([w, label, mode, _fmt(lv), _fmt(rv), "-" if ratio is None else f"{ratio:.2f}x", tgt, verdict, cc, sc])
+            records.append({"workload": w, "metric": label, "mode": mode, "logd": lv, "redis": rv,
+                            "ratio": ratio, "target": tgt, "verdict": verdict})
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(widths[i]) if i < 3 or i > 5 else str(c).rjust(widths[i]) for i, c in enumerate(r)).rstrip()
+             for r in [header] + rows]
+    lines.insert(1, "  ".join("-" * wd for wd in widths))
+    return "\n".join(lines), records
+
+
+def environment(args) -> dict:
+    env = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
+           "tmp_dir": args.tmp_dir or os.environ.get("TMPDIR", "/tmp")}
+    try:
+        env["redis"] = subprocess.run([servers.redis_binary(install=False), "--version"], capture_output=True,
+                                      text=True, timeout=10).stdout.strip()
+    except Exception as e:  # noqa: BLE001
+        env["redis"] = f"unavailable: {e}"
+    try:
+        env["logd_commit"] = subprocess.run(["git", "-C", str(servers.REPO), "rev-parse", "--short", "HEAD"],
+                                            capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        env["tmp_fs"] = subprocess.run(["df", "-T", env["tmp_dir"]], capture_output=True, text=True,
+                                       timeout=10).stdout.splitlines()[-1].split()[1]
+    except Exception:  # noqa: BLE001
+        pass
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    selected = _csv(args.workloads, ALL, "workload")
+    modes = _csv(args.modes, list(MODES), "mode")
+    systems = _csv(args.systems, SYSTEMS, "system")
+    profile = set(_csv(args.profile, ALL, "workload")) if args.profile else set()
+    p = plan(args)
+    os.makedirs(args.results_dir, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    atexit.register(_cleanup)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    if "redis" in systems:
+        servers.redis_binary(install=True)
+    env = environment(args)
+    log(f"plan: {json.dumps(p)}")
+    results: dict = {}
+    t0 = time.time()
+    try:
+        for mode in modes:
+            for system in systems:
+                results.setdefault(mode, {})[system] = bench_server(system, mode, selected, p, args, stamp, profile)
+    finally:
+        _cleanup()
+    text, records = table(results, selected, modes)
+    print()
+    print(f"logd vs Redis Streams ({'quick, ' if p['scale'] != 1 else ''}scale {p['scale']:g}; "
+          f"{env['cpus']} cpus; data in {env['tmp_dir']} ({env.get('tmp_fs', '?')}); {env['redis']})")
+    print(text)
+    notes = []
+    for mode in modes:
+        for system in systems:
+            for w, r in results.get(mode, {}).get(system, {}).items():
+                if w.startswith("_"):
+                    continue
+                if "error" in r:
+                    notes.append(f"{w} {system} {mode}: ERROR {r['error']}")
+                elif r.get("client_cores", 0) > 0.85 * (r.get("client_procs", 1)):
+                    notes.append(f"{w} {system} {mode}: load generator at {r['client_cores']:.2f} cores "
+                                 f"-- the client may be the bottleneck")
+                if w == "W5" and "error" not in r and r.get("achieved_rate", 0) < 0.95 * r.get("rate", 0):
+                    notes.append(f"{w} {system} {mode}: writer reached only {r['achieved_rate']:.0f} msg/s")
+                if "profile" in r and r["profile"].get("samples"):
+                    pr = r["profile"]
+                    top = "; ".join(f"{fr} {pc}%" for fr, pc in pr["self_pct"][:8])
+                    notes.append(f"{w} logd {mode} profile ({pr['samples']} samples, {pr['file']}): top self: {top}")
+    if notes:
+        print()
+        print("\n".join(notes))
+    out = {"started": t0, "elapsed_s": time.time() - t0, "argv": sys.argv, "plan": p, "environment": env,
+           "table": records, "results": results}
+    path = os.path.join(args.results_dir, f"bench-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1, default=str)
+    print(f"\nJSON: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""The two wire protocols the load generator speaks: logd and Redis (RESP).
+
+Pure functions and small state machines, no sockets: the socket loops in
+``workloads.py`` are shared, and only the objects below differ between the
+two servers. Both codecs are written in the same style (bytes built with
+``%``-formatting and ``join``, parsing by ``bytearray.find`` and slicing) so
+that the client spends comparable effort per message on either side.
+
+A codec offers:
+
+``encode_write(bodies) -> bytes``
+    One write request carrying every body (logd: one ``MSG n``; Redis: n
+    pipelined ``XADD``, counted together as one request).
+``replies_per_write(n) -> int``
+    How many replies that request produces (logd 1, Redis n).
+``parse_reply(buf, pos) -> int``
+    Consume one write reply at ``pos``; return the position after it, or -1
+    when more bytes are due. Raises ``ReplyError`` on an error reply.
+``head_request() / parse_head(buf, pos) -> (pos, head) | (-1, None)``
+    The newest id (logd ``HEAD``; Redis ``XREVRANGE k + - COUNT 1``).
+``range_reader(count) -> reader``
+    Reads ``count`` messages from the beginning (logd ``READ 1 count``;
+    Redis ``XRANGE`` in sequential pages of ``PAGE``).
+``tail_reader(head) -> reader``
+    Follows new messages after ``head`` (logd ``READ head+1 0``; Redis
+    ``XREAD BLOCK 0 STREAMS k <last id>`` in a loop).
+
+A reader has ``first_request() -> bytes`` and
+``feed(buf, pos, bodies) -> (pos, nrecords, next_request | None, done)``:
+it consumes every complete record from ``buf[pos:]``, appends each body to
+``bodies`` when that is a list, and says what to send next.
+"""
+
+from __future__ import annotations
+
+from zlib import crc32
+
+CRLF = b"\r\n"
+STREAM = b"bench"  # the Redis stream key
+PAGE = 1000  # XRANGE page size
+
+
+class ReplyError(Exception):
+    """The server answered with an error, or with bytes we did not expect."""
+
+
+# -- logd ----------------------------------------------------------------------
+
+
+def logd_command(name: bytes, *args: bytes) -> bytes:
+    return b"%s %d\r\n" % (name, len(args)) + b"".join([b"%d %s\r\n" % (len(a), a) for a in args])
+
+
+class LogdCodec:
+    name = "logd"
+
+    @staticmethod
+    def encode_write(bodies: list[bytes]) -> bytes:
+        return b"MSG %d\r\n" % len(bodies) + b"".join([b"%d %s\r\n" % (len(b), b) for b in bodies])
+
+    @staticmethod
+    def replies_per_write(n: int) -> int:
+        return 1
+
+    @staticmethod
+    def parse_reply(buf: bytearray, pos: int) -> int:
+        nl = buf.find(CRLF, pos)
+        if nl < 0:
+            return -1
+        if buf[pos : pos + 3] != b"OK ":
+            raise ReplyError(bytes(buf[pos:nl]).decode("utf-8", "replace"))
+        return nl + 2
+
+    @staticmethod
+    def head_request() -> bytes:
+        return b"HEAD\r\n"
+
+    @staticmethod
+    def parse_head(buf: bytearray, pos: int) -> tuple[int, object]:
+        nl = buf.find(CRLF, pos)
+        if nl < 0:
+            return -1, None
+        line = bytes(buf[pos:nl])
+        if not (line.startswith(b"OK ") and line[3:].isdigit()):
+            raise ReplyError(line.decode("utf-8", "replace"))
+        return nl + 2, int(line[3:])
+
+    @staticmethod
+    def range_reader(count: int) -> "LogdReader":
+        return LogdReader(1, count)
+
+    @staticmethod
+    def tail_reader(head: object) -> "LogdReader":
+        return LogdReader(int(head) + 1, 0)  # type: ignore[call-overload]
+
+
+class LogdReader:
+    """``READ start limit``: ``OK``, records, then ``+EOF`` (never, for limit 0).
+
+    Every record is checked like a real reader does: the crc over the
+    decimal id and the body, and that each id is the previous + 1.
+    """
+
+    def __init__(self, start: int, limit: int) -> None:
+        self.start = start
+        self.limit = limit
+        self.next_id = start
+        self.got_ok = False
+
+    def first_request(self) -> bytes:
+        return logd_command(b"READ", b"%d" % self.start, b"%d" % self.limit)
+
+    def feed(self, buf: bytearray, pos: int, bodies: list | None) -> tuple[int, int, None, bool]:
+        if not self.got_ok:
+            nl = buf.find(CRLF, pos)
+            if nl < 0:
+                return pos, 0, None, False
+            if nl != pos + 2 or buf[pos:nl] != b"OK":
+                raise ReplyError(bytes(buf[pos:nl]).decode("utf-8", "replace"))
+            self.got_ok = True
+            pos = nl + 2
+        end = len(buf)
+        n = 0
+        expect = self.next_id
+        while True:
+            nl = buf.find(CRLF, pos, pos + 64)
+            if nl < 0:
+                break
+            if buf[pos] != 0x2B:  # '+'
+                raise ReplyError(bytes(buf[pos:nl]).decode("utf-8", "replace"))
+            header = buf[pos + 1 : nl]
+            if header == b"EOF":
+                pos = nl + 2
+                self.next_id = expect
+                return pos, n, None, True
+            idb, lenb, crcb = bytes(header).split(b" ")
+            start = nl + 2
+            stop = start + int(lenb)
+            if stop + 2 > end:
+                break
+            body = bytes(buf[start:stop])
+            if crc32(body, crc32(idb)) != int(crcb, 16):
+                raise ReplyError(f"checksum mismatch for record {idb.decode()}")
+            if int(idb) != expect:
+                raise ReplyError(f"record {idb.decode()} where {expect} was due")
+            if buf[stop : stop + 2] != CRLF:
+                raise ReplyError(f"record {expect} body not followed by CRLF")
+            expect += 1
+            if bodies is not None:
+                bodies.append(body)
+            n += 1
+            pos = stop + 2
+        self.next_id = expect
+        return pos, n, None, False
+
+
+# -- Redis (RESP2) ---------------------------------------------------------------
+
+
+def resp_command(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%s\r\n" % (len(a), a) for a in args])
+
+
+_XADD = b"*5\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$1\r\nd\r\n" % (len(STREAM), STREAM)
+
+
+def _resp_error(buf: bytearray, pos: int) -> ReplyError:
+    nl = buf.find(CRLF, pos)
+    return ReplyError(bytes(buf[pos : nl if nl >= 0 else pos + 200]).decode("utf-8", "replace"))
+
+
+def _bulk(buf: bytearray, pos: int, end: int) -> tuple[int, bytes | None]:
+    """One bulk string at ``pos``: (position after it, its bytes), or (-1, None)."""
+    nl = buf.find(CRLF, pos, pos + 24)
+    if nl < 0:
+        if end - pos >= 24:
+            raise _resp_error(buf, pos)
+        return -1, None
+    if buf[pos] != 0x24:  # '$'
+        raise _resp_error(buf, pos)
+    start = nl + 2
+    stop = start + int(buf[pos + 1 : nl])
+    if stop + 2 > end:
+        return -1, None
+    return stop + 2, bytes(buf[start:stop])
+
+
+def _entry(buf: bytearray, pos: int, end: int) -> tuple[int, bytes | None, bytes | None]:
+    """One stream entry ``*2 [id, [field, value, ...]]``: (pos, id, body of field d)."""
+    # "*2\r\n$<idlen>\r\n<id>\r\n*2\r\n" and then the field and the value.
+    if end - pos < 4:
+        return -1, None, None
+    if buf[pos : pos + 4] != b"*2\r\n":
+        raise _resp_error(buf, pos)
+    pos, eid = _bulk(buf, pos + 4, end)
+    if pos < 0:
+        return -1, None, None
+    nl = buf.find(CRLF, pos, pos + 24)
+    if nl < 0:
+        return -1, None, None
+    if buf[pos] != 0x2A:  # '*'
+        raise _resp_error(buf, pos)
+    nfields = int(buf[pos + 1 : nl])
+    pos = nl + 2
+    body = None
+    for _ in range(nfields // 2):
+        pos, field = _bulk(buf, pos, end)
+        if pos < 0:
+            return -1, None, None
+        pos, value = _bulk(buf, pos, end)
+        if pos < 0:
+            return -1, None, None
+        if field == b"d":
+            body = value
+    return pos, eid, body
+
+
+class RedisCodec:
+    name = "redis"
+
+    @staticmethod
+    def encode_write(bodies: list[bytes]) -> bytes:
+        return b"".join([_XADD + b"$%d\r\n%s\r\n" % (len(b), b) for b in bodies])
+
+    @staticmethod
+    def replies_per_write(n: int) -> int:
+        return n
+
+    @staticmethod
+    def parse_reply(buf: bytearray, pos: int) -> int:
+        # XADD answers with the new entry id as a bulk string: $<len>\r\n<id>\r\n
+        nl = buf.find(CRLF, pos)
+        if nl < 0:
+            return -1
+        if buf[pos] != 0x24:  # '$'
+            raise _resp_error(buf, pos)
+        stop = nl + 2 + int(buf[pos + 1 : nl]) + 2
+        if stop > len(buf):
+            return -1
+        return stop
+
+    @staticmethod
+    def head_request() -> bytes:
+        return resp_command(b"XREVRANGE", STREAM, b"+", b"-", b"COUNT", b"1")
+
+    @staticmethod
+    def parse_head(buf: bytearray, pos: int) -> tuple[int, object]:
+        end = len(buf)
+        nl = buf.find(CRLF, pos)
+        if nl < 0:
+            return -1, None
+        if buf[pos] != 0x2A:  # '*'
+            raise _resp_error(buf, pos)
+        n = int(buf[pos + 1 : nl])
+        if n <= 0:
+            return nl + 2, b"0-0"
+        pos, eid, _ = _entry(buf, nl + 2, end)
+        if pos < 0:
+            return -1, None
+        return pos, eid
+
+    @staticmethod
+    def range_reader(count: int) -> "RedisRangeReader":
+        return RedisRangeReader(count)
+
+    @staticmethod
+    def tail_reader(head: object) -> "RedisTailReader":
+        return RedisTailReader(head)  # type: ignore[arg-type]
+
+
+class RedisRangeReader:
+    """``XRANGE k - + COUNT PAGE``, then ``XRANGE k (<last> + COUNT PAGE``, one page at a time."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.seen = 0
+        self.last: bytes | None = None
+        self.page_left: int | None = None  # entries still due in the current page
+        self.page_size = 0
+
+    def _request(self) -> bytes:
+        start = b"-" if self.last is None else b"(" + self.last
+        want = min(PAGE, self.count - self.seen)
+        return resp_command(b"XRANGE", STREAM, start, b"+", b"COUNT", b"%d" % want)
+
+    def first_request(self) -> bytes:
+        return self._request()
+
+    def feed(self, buf: bytearray, pos: int, bodies: list | None) -> tuple[int, int, bytes | None, bool]:
+        end = len(buf)
+        n = 0
+        if self.page_left is None:
+            nl = buf.find(CRLF, pos)
+            if nl < 0:
+                return pos, 0, None, False
+            if buf[pos] != 0x2A:  # '*'
+                raise _resp_error(buf, pos)
+            self.page_left = self.page_size = int(buf[pos + 1 : nl])
+            pos = nl + 2
+        left = self.page_left
+        last = self.last
+        while left > 0:
+            nxt, eid, body = _entry(buf, pos, end)
+            if nxt < 0:
+                break
+            pos = nxt
+            last = eid
+            left -= 1
+            n += 1
+            if bodies is not None:
+                bodies.append(body)
+        self.page_left = left
+        self.last = last
+        self.seen += n
+        if left:
+            return pos, n, None, False
+        self.page_left = None
+        if self.seen >= self.count or self.page_size == 0:
+            return pos, n, None, True
+        return pos, n, self._request(), False
+
+
+class RedisTailReader:
+    """``XREAD BLOCK 0 STREAMS k <last id>`` in a loop, each time from the last id seen.
+
+    A reply is ``*1 [*2 [key, *n [entry...]]]``; ``*-1`` (timeout) cannot
+    happen with BLOCK 0 but is handled.
+    """
+
+    def __init__(self, head: bytes) -> None:
+        self.last = head
+        self.left: int | None = None
+
+    def _request(self) -> bytes:
+        return resp_command(b"XREAD", b"BLOCK", b"0", b"STREAMS", STREAM, self.last)
+
+    def first_request(self) -> bytes:
+        return self._request()
+
+    def feed(self, buf: bytearray, pos: int, bodies: list | None) -> tuple[int, int, bytes | None, bool]:
+        end = len(buf)
+        n = 0
+        if self.left is None:
+            # *1\r\n*2\r\n$<k>\r\n<key>\r\n*<n>\r\n
+            if buf.startswith(b"*-1\r\n", pos):
+                return pos + 5, 0, self._request(), False
+            if end - pos < 8:
+                return pos, 0, None, False
+            if buf[pos : pos + 8] != b"*1\r\n*2\r\n":
+                raise _resp_error(buf, pos)
+            p, _key = _bulk(buf, pos + 8, end)
+            if p < 0:
+                return pos, 0, None, False
+            nl = buf.find(CRLF, p)
+            if nl < 0:
+                return pos, 0, None, False
+            if buf[p] != 0x2A:
+                raise _resp_error(buf, p)
+            self.left = int(buf[p + 1 : nl])
+            pos = nl + 2
+        left = self.left
+        last = self.last
+        while left > 0:
+            nxt, eid, body = _entry(buf, pos, end)
+            if nxt < 0:
+                break
+            pos = nxt
+            last = eid  # type: ignore[assignment]
+            left -= 1
+            n += 1
+            if bodies is not None:
+                bodies.append(body)
+        self.left = left
+        self.last = last
+        if left:
+            return pos, n, None, False
+        self.left = None
+        return pos, n, self._request(), False
+
+
+CODECS = {"logd": LogdCodec, "redis": RedisCodec}
