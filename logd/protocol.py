@@ -275,6 +275,8 @@ class CommandParser:
             start = sp + 1
             stop = start + size
             if len(buf) < stop + 2:
+                if len(buf) > stop and buf[stop] != 0x0D:  # fail now, not at the timeout
+                    raise ProtocolError("argument not followed by CRLF (length mismatch?)")
                 self._size -= size
                 return self._need_data()
             if buf[stop : stop + 2] != CRLF:

@@ -147,6 +147,7 @@ class _Connection:
         self.gone = Event()  # the peer disconnected, or the server is stopping
         self.close_requested = Event()  # CLOSE arrived: ends a follow early
         self.closing = False
+        self.writer_busy = False
 
     def run(self) -> None:
         writer = gevent.spawn(self._write_loop)
@@ -164,9 +165,11 @@ class _Connection:
     def _recv_timeout(self) -> float | None:
         if self.parser.in_progress:
             return self.config.partial_timeout or None
-        if self.config.idle_timeout and self.pending.empty():
-            return self.config.idle_timeout
-        return None
+        return self.config.idle_timeout or None
+
+    def _idle(self) -> bool:
+        # Waiting on our own replies or a stream is not idleness.
+        return self.pending.empty() and not self.writer_busy
 
     def _read_loop(self) -> None:
         sock, parser, submit = self.sock, self.parser, self.queue.submit
@@ -175,6 +178,8 @@ class _Connection:
                 with gevent.Timeout(self._recv_timeout()):
                     data = sock.recv(262144)
             except gevent.Timeout:
+                if not parser.in_progress and not self._idle():
+                    continue
                 self.listener.stats.incr(st.TIMEOUTS)
                 log.info("connection_timeout", partial=parser.in_progress)
                 return
@@ -226,6 +231,7 @@ class _Connection:
                 if out:
                     send_all(sock, b"".join(out), timeout)
                 return
+            self.writer_busy = True
             reply = item.get()
             if type(reply) is bytes:
                 out.append(reply)
@@ -236,6 +242,7 @@ class _Connection:
                         continue
                 send_all(sock, b"".join(out), timeout)
                 out.clear()
+                self.writer_busy = False
                 continue
             if out:
                 send_all(sock, b"".join(out), timeout)
@@ -245,6 +252,7 @@ class _Connection:
                 return
             if type(reply) is Stream:
                 self._stream(reply)
+            self.writer_busy = False
 
     def _stream(self, stream: Stream) -> None:
         stats = self.listener.stats

@@ -1,0 +1,106 @@
+"""A raw-socket peer for protocol-level integration tests: exact bytes, deadlines."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from logd import protocol
+
+
+class Wire:
+    def __init__(self, host: str, port: int | None = None, timeout: float = 10.0) -> None:
+        if port is None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(host)
+        else:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.timeout = timeout
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def cmd(self, name: str, *args: bytes | str | int) -> None:
+        self.send(protocol.encode_command(name, *args))
+
+    def read_until(self, marker: bytes, timeout: float | None = None) -> bytes:
+        """Everything up to and including ``marker``; AssertionError past the deadline."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while marker not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {marker!r} within deadline; got {self.buf[-200:]!r}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise AssertionError(f"connection closed before {marker!r}; got {self.buf[-200:]!r}")
+            self.buf += chunk
+        i = self.buf.index(marker) + len(marker)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def read_exact(self, n: int) -> bytes:
+        deadline = time.monotonic() + self.timeout
+        while len(self.buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"wanted {n} bytes, got {len(self.buf)}")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise AssertionError(f"connection closed after {len(self.buf)} of {n} bytes")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def line(self) -> bytes:
+        return self.read_until(b"\r\n")
+
+    def read_to_close(self, timeout: float | None = None) -> bytes:
+        """Everything until the server closes; AssertionError if it does not."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"server did not close; got {self.buf[-200:]!r}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                out, self.buf = self.buf, b""
+                return out
+            self.buf += chunk
+
+    def nothing_pending(self, wait: float = 0.2) -> bool:
+        """True when no byte arrives within ``wait`` seconds (a negative check)."""
+        self.sock.settimeout(wait)
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except socket.timeout:
+            return not self.buf
+        self.buf += chunk
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def records(body: bytes) -> list[tuple[int, bytes]]:
+    """Parse a READ reply body (after OK) into (id, body) pairs, checking crcs."""
+    parser = protocol.ReplyParser()
+    parser.receive_data(body)
+    out = []
+    while True:
+        item = parser.next_record()
+        if item is protocol.NEED_DATA or isinstance(item, protocol.Eof):
+            return out
+        out.append((item.id, item.body))
