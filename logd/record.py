@@ -12,7 +12,7 @@ One record, field by field::
           wrong id fails its check too
 ``body``  exactly ``len`` arbitrary bytes (``\\r\\n`` inside is fine)
 
-Example: ``+1 5 4c3b4ac2\\r\\nhello\\r\\n``.
+Example: ``+1 5 8ed62430\\r\\nhello\\r\\n``.
 
 Because storage and wire share the format, READ sends byte ranges straight
 from partition files with ``sendfile``. This module is pure: bytes in,
