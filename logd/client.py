@@ -211,6 +211,7 @@ class Client:
         self._family, self._sockaddr = parse_address(address)
         self._sock: socket.socket | None = sock
         self._parser = ReplyParser()
+        self._user_closed = False  # close() was called: a follow ends quietly
         if sock is not None:
             sock.settimeout(timeout)
 
@@ -237,11 +238,24 @@ class Client:
             raise ConnectionLost(f"cannot connect to {self.address}: {exc}") from exc
         self._sock = sock
         self._parser = ReplyParser()
+        self._user_closed = False
 
     def close(self) -> None:
-        """Close the socket (without CLOSE: nothing is in flight that needs it)."""
+        """Close the connection. Safe to call from another thread to end a ``follow()``:
+        the follow then stops (returns) instead of raising or reconnecting.
+        """
+        self._user_closed = True
+        self._drop()
+
+    def _drop(self) -> None:
+        """Forget the socket after an error; the next call connects again."""
         sock, self._sock = self._sock, None
         if sock is not None:
+            try:
+                # shutdown() wakes a recv() blocked in another thread; close() alone does not.
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             try:
                 sock.close()
             except OSError:
@@ -260,7 +274,7 @@ class Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._drop()
 
     def __repr__(self) -> str:
         state = "connected" if self._sock else "closed"
@@ -274,7 +288,7 @@ class Client:
         try:
             self._sock.sendall(data)
         except OSError as exc:
-            self.close()
+            self._drop()
             raise ConnectionLost(f"send to {self.address} failed: {exc}") from exc
 
     def _fill(self) -> None:
@@ -285,10 +299,10 @@ class Client:
         try:
             data = sock.recv(RECV_SIZE)
         except OSError as exc:
-            self.close()
+            self._drop()
             raise ConnectionLost(f"receive from {self.address} failed: {exc}") from exc
         if not data:
-            self.close()
+            self._drop()
             raise ConnectionLost(f"{self.address} closed the connection")
         self._parser.receive_data(data)
 
@@ -305,7 +319,7 @@ class Client:
                     return got
                 self._fill()
         except _FATAL:
-            self.close()
+            self._drop()
             raise
 
     def _reply(self) -> Ok | OkId | Pong:
@@ -314,7 +328,7 @@ class Client:
     def _expect(self, want: type, what: str) -> Any:
         got = self._reply()
         if not isinstance(got, want):
-            self.close()
+            self._drop()
             raise ProtocolError(f"{what}: unexpected reply {got!r}")
         return got
 
@@ -358,7 +372,7 @@ class Client:
                 yield self._append_reply(pending.popleft())
         finally:
             if pending:
-                self.close()  # replies still due; the connection is out of step
+                self._drop()  # replies still due; the connection is out of step
 
     def _append_reply(self, count: int) -> range:
         last = self._expect(OkId, "MSG").id
@@ -463,13 +477,17 @@ class Client:
                     failures = 0
                     yield rec
             except _RETRYABLE as exc:
+                if self._user_closed:
+                    return  # close() from another thread ends the follow
                 if not reconnect or (max_retries is not None and failures >= max_retries):
                     raise
-                self.close()
+                self._drop()
                 if on_reconnect is not None:
                     on_reconnect(failures + 1, exc)
                 time.sleep(backoff_delay(failures, backoff_base, backoff_cap))
                 failures += 1
+                if self._user_closed:
+                    return
 
     def _stream(
         self, start: int, limit: int, timeout: float | None, seq: _Sequence | None = None
@@ -512,7 +530,7 @@ class Client:
             if streaming:
                 # Abandoned (break, error, GeneratorExit) with records in
                 # flight: closing is cheaper than draining a follow.
-                self.close()
+                self._drop()
 
 
 class Pipeline:
@@ -592,7 +610,7 @@ class Pipeline:
                     collect()
         except BaseException:
             if pending:
-                self._client.close()
+                self._client._drop()
             raise
         if raise_on_error:
             for r in results:

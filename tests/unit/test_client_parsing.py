@@ -81,6 +81,9 @@ class ScriptedSocket:
     def settimeout(self, t: float | None) -> None:
         pass
 
+    def shutdown(self, how: int) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 
@@ -487,3 +490,15 @@ def test_follow_reconnect_gives_up_after_max_retries(monkeypatch: pytest.MonkeyP
     assert got == [1]
     assert seen == [1, 2, 3]
     assert len(sleeps) == 3 and all(0.05 <= s <= 0.3 for s in sleeps)
+
+
+def test_close_ends_follow_quietly() -> None:
+    # close() (e.g. from another thread) ends a follow instead of raising or reconnecting.
+    incoming = b"OK\r\n" + records(1, [b"a", b"b"])
+    client, sock = scripted(incoming, whole)
+    got = []
+    for rec in client.follow(1, reconnect=True):
+        got.append(rec.id)
+        client.close()
+    assert got == [1]
+    assert sock.closed
