@@ -511,6 +511,8 @@ class Client:
                     self._sock.settimeout(timeout)
                 got_any = False
                 while True:
+                    if self._sock is None:  # closed: what is buffered belongs to a dead stream
+                        raise ConnectionLost("the connection was closed")
                     item = self._wait(self._parser.next_record)
                     if isinstance(item, Eof):
                         break
