@@ -32,11 +32,16 @@ SYSTEMS = ["logd", "redis"]
 # (workload, label, key, comparison, target ratio logd/redis); None: reported only
 ROWS = [
     ("W1", "msgs/s", "msgs_per_s", ">=", 1.0),
+    ("W1", "srv us/msg", "server_us_per_msg", None, None),
     ("W2", "p50 ms", "p50_ms", "<=", 1.2),
     ("W2", "p99 ms", "p99_ms", None, None),
+    ("W2", "srv us/msg", "server_us_per_msg", None, None),
     ("W3", "msgs/s", "msgs_per_s", None, None),
     ("W3", "p99 ms", "p99_ms", None, None),
+    ("W3", "srv us/msg", "server_us_per_msg", None, None),
     ("W4", "msgs/s", "msgs_per_s", ">=", 4.0),
+    ("W4", "srv us/msg", "server_us_per_msg", None, None),
+    ("W4", "client ceiling", "ceiling_msgs_per_s", None, None),
     ("W5", "p50 ms", "p50_ms", None, None),
     ("W5", "p99 ms", "p99_ms", "<=", 1.0),
 ]
@@ -130,6 +135,17 @@ def run_workload(w: str, server, p: dict) -> dict:
     raise ValueError(w)
 
 
+def machine_busy() -> float:
+    """CPU seconds every core of the machine has been busy since boot (/proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return float("nan")
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_server(system: str, mode: str, selected: list[str], p: dict, args, stamp: str, profile: set) -> dict:
     out: dict = {}
     log(f"starting {system} ({mode})")
@@ -162,6 +178,7 @@ def bench_server(system: str, mode: str, selected: list[str], p: dict, args, sta
                 except ServerError as e:
                     log(f"  profiling unavailable: {e}")
             cpu0 = server.cpu()
+            busy0 = machine_busy()
             t0 = time.perf_counter()
             try:
                 r = run_workload(w, server, p)
@@ -174,7 +191,17 @@ def bench_server(system: str, mode: str, selected: list[str], p: dict, args, sta
                     log("  server log tail:\n" + tail)
             wall = time.perf_counter() - t0
             r["server_cpu"] = server.cpu() - cpu0
+            r["bench_wall_s"] = wall
             r["server_cores"] = r["server_cpu"] / wall if wall else 0.0
+            if "client_cpu" in r:
+                # CPU used by anything but this server and this load generator
+                r["other_cores"] = max(0.0, (machine_busy() - busy0 - r["server_cpu"] - r["client_cpu"]) / wall)
+            msgs = r.get("msgs") or r.get("received")
+            if msgs and "error" not in r:
+                r["server_us_per_msg"] = r["server_cpu"] / msgs * 1e6
+            if w == "W4" and "error" not in r:
+                # the same reader on synthetic bytes, no server: W4's client-side limit
+                r["ceiling_msgs_per_s"] = workloads.parse_ceiling(system, min(p["W4"]["msgs"], 200_000))["msgs_per_s"]
             if prof is not None:
                 prof.stop()
                 _live.remove(prof)
@@ -259,7 +286,7 @@ def table(results: dict, selected: list[str], modes: list[str]) -> tuple[str, li
 
 def environment(args) -> dict:
     env = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-           "tmp_dir": args.tmp_dir or os.environ.get("TMPDIR", "/tmp")}
+           "tmp_dir": args.tmp_dir or os.environ.get("TMPDIR", "/tmp"), "loadavg_start": os.getloadavg()}
     try:
         env["redis"] = subprocess.run([servers.redis_binary(install=False), "--version"], capture_output=True,
                                       text=True, timeout=10).stdout.strip()
@@ -302,12 +329,15 @@ def main(argv: list[str] | None = None) -> int:
                 results.setdefault(mode, {})[system] = bench_server(system, mode, selected, p, args, stamp, profile)
     finally:
         _cleanup()
+    env["loadavg_end"] = os.getloadavg()
     text, records = table(results, selected, modes)
     print()
     print(f"logd vs Redis Streams ({'quick, ' if p['scale'] != 1 else ''}scale {p['scale']:g}; "
           f"{env['cpus']} cpus; data in {env['tmp_dir']} ({env.get('tmp_fs', '?')}); {env['redis']})")
     print(text)
     notes = []
+    if env["loadavg_start"][0] > 0.5:
+        notes.append(f"machine not idle at start: load average {env['loadavg_start'][0]:.2f}")
     for mode in modes:
         for system in systems:
             for w, r in results.get(mode, {}).get(system, {}).items():
@@ -318,12 +348,16 @@ def main(argv: list[str] | None = None) -> int:
                 elif r.get("client_cores", 0) > 0.85 * (r.get("client_procs", 1)):
                     notes.append(f"{w} {system} {mode}: load generator at {r['client_cores']:.2f} cores "
                                  f"-- the client may be the bottleneck")
+                if r.get("other_cores", 0) > 0.25 and r.get("bench_wall_s", 0) >= 2:
+                    notes.append(f"{w} {system} {mode}: other processes used {r['other_cores']:.2f} cores "
+                                 f"during the run -- figures disturbed")
                 if w == "W5" and "error" not in r and r.get("achieved_rate", 0) < 0.95 * r.get("rate", 0):
                     notes.append(f"{w} {system} {mode}: writer reached only {r['achieved_rate']:.0f} msg/s")
                 if "profile" in r and r["profile"].get("samples"):
                     pr = r["profile"]
                     top = "; ".join(f"{fr} {pc}%" for fr, pc in pr["self_pct"][:8])
-                    notes.append(f"{w} logd {mode} profile ({pr['samples']} samples, {pr['file']}): top self: {top}")
+                    notes.append(f"{w} logd {mode} profile ({pr['samples']} samples, {pr['file']}; py-spy slows the "
+                                 f"server, so this run's logd figures are disturbed): top self: {top}")
     if notes:
         print()
         print("\n".join(notes))

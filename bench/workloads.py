@@ -189,6 +189,48 @@ def read_all(port: int, codec_name: str, count: int, timeout: float) -> dict:
     }
 
 
+def parse_ceiling(codec_name: str, count: int = 100_000) -> dict:
+    """How fast this client parses a W4 reply with no server at all (records/s).
+
+    Synthetic replies of ``count`` 100-byte messages (logd: one READ stream
+    with checksums; Redis: XRANGE pages of 1,000) fed to the same reader
+    W4 uses. W4 cannot go faster than this on one client core, whatever the
+    server does.
+    """
+    from zlib import crc32
+
+    from wire import PAGE
+
+    codec = CODECS[codec_name]
+    reader = codec.range_reader(count)
+    reader.first_request()
+    if codec_name == "logd":
+        recs = []
+        for i in range(1, count + 1):
+            idb = b"%d" % i
+            recs.append(b"+%s %d %08x\r\n%s\r\n" % (idb, len(BODY), crc32(BODY, crc32(idb)), BODY))
+        chunks = [b"OK\r\n" + b"".join(recs) + b"+EOF\r\n"]
+    else:
+        chunks = []
+        for p in range(0, count, PAGE):
+            n = min(PAGE, count - p)
+            ents = []
+            for i in range(p, p + n):
+                eid = b"1764000000000-%d" % i
+                ents.append(b"*2\r\n$%d\r\n%s\r\n*2\r\n$1\r\nd\r\n$%d\r\n%s\r\n" % (len(eid), eid, len(BODY), BODY))
+            chunks.append(b"*%d\r\n" % n + b"".join(ents))
+    bufs = [bytearray(c) for c in chunks]
+    total = 0
+    t0 = perf()
+    for buf in bufs:
+        _pos, n, _nxt, _done = reader.feed(buf, 0, None)
+        total += n
+    wall = perf() - t0
+    if total != count:
+        raise ReplyError(f"parse ceiling: parsed {total} of {count}")
+    return {"msgs": total, "msgs_per_s": total / wall, "us_per_msg": wall / total * 1e6}
+
+
 # -- child processes ---------------------------------------------------------------------
 
 
