@@ -18,6 +18,9 @@ _SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "fsync": (str, "always | interval:<ms> | never [always]"),
     "partition-size": (str, "roll partitions at this size [64MiB]"),
     "index-interval": (str, "bytes between sparse index entries [4096]"),
+    "retain-bytes": (str, "delete the oldest closed partitions past this total size, 0 = keep all [0]"),
+    "retain-age": (str, "delete closed partitions older than this (e.g. 7d), 0 = keep all [0]"),
+    "verify-on-start": (str, "full: check every record at startup; tail: trust sane indexes [full]"),
     "max-clients": (int, "connections served at once [10000]"),
     "max-line": (int, "longest command or length line [1024]"),
     "max-message": (str, "largest message [1MiB]"),
@@ -39,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .errors import LogdError
 
     flags = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in _SERVE_FLAGS}
+    flags["allow_corrupt"] = args.allow_corrupt
     try:
         config = config_mod.load(args.config, flags)
     except (ValueError, OSError) as exc:
@@ -66,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the server", description="Run the logd server.")
     serve.add_argument("--config", help="TOML file with settings (flags win)")
+    serve.add_argument("--allow-corrupt", action="store_true", default=None,
+                       help="start despite corrupt records mid-log; READ reports them")
     for name, (typ, text) in _SERVE_FLAGS.items():
         serve.add_argument(f"--{name}", type=typ, default=None, help=text)
     serve.set_defaults(func=_serve)

@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["FsyncPolicy", "ServerConfig", "parse_size", "load"]
+__all__ = ["FsyncPolicy", "ServerConfig", "parse_size", "parse_duration", "load"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,19 @@ def parse_size(value: str | int) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h``, ``7d`` or ``2w``."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", value)
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 3600, 90m, 12h, 7d)")
+    return float(m.group(1)) * _SECONDS[m.group(2)]
+
+
 def _default_data_dir() -> str:
     # systemd's StateDirectory= sets $STATE_DIRECTORY (colon-separated if several).
     state = os.environ.get("STATE_DIRECTORY")
@@ -68,6 +81,10 @@ class ServerConfig:
     fsync: FsyncPolicy = FsyncPolicy("always")
     partition_size: int = 64 * 1024 * 1024
     index_interval: int = 4096
+    retain_bytes: int = 0  # 0: keep everything
+    retain_age: float = 0.0  # seconds; 0: keep everything
+    verify_on_start: str = "full"  # "full" | "tail"
+    allow_corrupt: bool = False
     max_clients: int = 10_000
     max_line: int = 1024
     max_message: int = 1024 * 1024
@@ -92,8 +109,13 @@ class ServerConfig:
                 continue
             if name == "fsync" and not isinstance(value, FsyncPolicy):
                 value = FsyncPolicy.parse(str(value))
-            elif name in ("partition_size", "max_message", "max_request", "index_interval"):
+            elif name in ("partition_size", "max_message", "max_request", "index_interval",
+                          "retain_bytes"):
                 value = parse_size(value)
+            elif name == "retain_age":
+                value = parse_duration(value)
+            elif name == "verify_on_start" and value not in ("full", "tail"):
+                raise ValueError(f"verify_on_start must be full or tail, not {value!r}")
             elif name in ("idle_timeout", "partial_timeout", "send_timeout", "shutdown_timeout"):
                 value = float(value)
             clean[name] = value

@@ -17,7 +17,7 @@ import gevent
 import structlog
 from gevent.event import Event
 
-from . import systemd
+from . import faults, systemd
 from .config import ServerConfig
 from .events import EventQueue
 from .log.file import FileLog
@@ -38,6 +38,9 @@ class Daemon:
             partition_size=config.partition_size,
             index_interval=config.index_interval,
             fsync=config.fsync.mode != "never",
+            fsync_func=faults.fsync_func(),
+            verify=config.verify_on_start,
+            allow_corrupt=config.allow_corrupt,
         )
         self.queue = EventQueue(self.log, config.fsync, self.stats)
         self.queue.handlers.on_shutdown = self.request_stop
@@ -56,6 +59,8 @@ class Daemon:
 
     def run(self) -> int:
         self.queue.start()
+        if self.config.retain_bytes or self.config.retain_age:
+            gevent.spawn(self._retention_loop)
         for listener in self.listeners:
             listener.start()
             if listener.is_unix:
@@ -70,6 +75,15 @@ class Daemon:
         self._stop.wait()
         self.shutdown()
         return 0
+
+    def _retention_loop(self) -> None:
+        # Cheap (a stat of the oldest partition): once a second is plenty.
+        while not self._stop.is_set():
+            try:
+                self.log.retain(self.config.retain_bytes, self.config.retain_age)
+            except OSError as exc:
+                log.error("retention_failed", error=str(exc))
+            self._stop.wait(1.0)
 
     def shutdown(self) -> None:
         timeout = self.config.shutdown_timeout

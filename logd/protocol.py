@@ -453,9 +453,10 @@ class ReplyParser:
             self._pos = nl + 2
             return Eof()
         try:
-            idb, lenb, crcb = header.split(b" ")
+            idb, lenb, moreb, crcb = header.split(b" ")
             id = int(idb)
             size = int(lenb)
+            more = int(moreb)
             crc = int(crcb, 16)
         except ValueError:
             raise ProtocolError(f"malformed record header {header[:80]!r}") from None
@@ -468,7 +469,7 @@ class ReplyParser:
         if buf[stop : stop + 2] != CRLF:
             raise ProtocolError(f"record {id} body not followed by CRLF")
         body = bytes(buf[start:stop])
-        if crc32(body, crc32(idb)) != crc:
+        if crc32(body, crc32(header[: -len(crcb) - 1])) != crc:
             raise errors.ChecksumError(f"checksum mismatch for record {id}")
         self._pos = stop + 2
-        return Record(id, body)
+        return Record(id, body, more)

@@ -2,17 +2,20 @@
 
 One record, field by field::
 
-    +<id> <len> <crc>\\r\\n<body>\\r\\n
+    +<id> <len> <more> <crc>\r\n<body>\r\n
 
-``+``     one byte, so a record never looks like ``+EOF\\r\\n`` or a reply line
-``id``    decimal, no leading zeros, >= 1
+``+``     one byte, so a record never looks like ``+EOF\r\n`` or a reply line
+``id``    decimal, >= 1
 ``len``   decimal byte length of ``body``
-``crc``   8 lowercase hex digits: CRC-32 (``zlib.crc32``) of the decimal id's
-          ASCII bytes followed by the body, so a record copied under the
-          wrong id fails its check too
-``body``  exactly ``len`` arbitrary bytes (``\\r\\n`` inside is fine)
+``more``  decimal: how many records of the same MSG follow this one (0 on
+          the last). Recovery uses it to keep a MSG all or nothing: a batch
+          whose last record is missing after a crash is cut off whole.
+``crc``   8 lowercase hex digits: CRC-32 (``zlib.crc32``) of the header text
+          ``<id> <len> <more>`` followed by the body, so a record copied under
+          another id, or with a damaged length or count, fails its check
+``body``  exactly ``len`` arbitrary bytes (``\r\n`` inside is fine)
 
-Example: ``+1 5 8ed62430\\r\\nhello\\r\\n``.
+Example: ``+1 5 0 10923160\r\nhello\r\n``.
 
 Because storage and wire share the format, READ sends byte ranges straight
 from partition files with ``sendfile``. This module is pure: bytes in,
@@ -22,7 +25,7 @@ records out; it never does I/O and never logs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterator, Sequence
 from zlib import crc32
 
 __all__ = [
@@ -37,7 +40,7 @@ __all__ = [
 ]
 
 CRLF = b"\r\n"
-# '+' + 20-digit id + ' ' + 20-digit len + ' ' + 8 hex + CRLF, with room to spare.
+# '+', 19-digit id, 19-digit len, 5-digit more, 8 hex, spaces and CRLF, with room to spare.
 MAX_HEADER = 64
 
 
@@ -45,6 +48,7 @@ MAX_HEADER = 64
 class Record:
     id: int
     body: bytes
+    more: int = 0  # records of the same MSG after this one
 
 
 class RecordError(ValueError):
@@ -61,26 +65,26 @@ class RecordError(ValueError):
         self.torn = torn
 
 
-def checksum(id: int, body: bytes) -> int:
-    return crc32(body, crc32(b"%d" % id))
+def checksum(id: int, body: bytes, more: int = 0) -> int:
+    return crc32(body, crc32(b"%d %d %d" % (id, len(body), more)))
 
 
-def encode(id: int, body: bytes) -> bytes:
-    idb = b"%d" % id
-    return b"+%s %d %08x\r\n%s\r\n" % (idb, len(body), crc32(body, crc32(idb)), body)
+def encode(id: int, body: bytes, more: int = 0) -> bytes:
+    head = b"%d %d %d" % (id, len(body), more)
+    return b"+%s %08x\r\n%s\r\n" % (head, crc32(body, crc32(head)), body)
 
 
-def encode_batch(first_id: int, bodies: Iterable[bytes]) -> tuple[bytes, list[int]]:
-    """Encode consecutive records; return the bytes and each record's size."""
+def encode_batch(first_id: int, bodies: Sequence[bytes]) -> tuple[bytes, list[int]]:
+    """Encode one MSG's records; return the bytes and each record's size."""
     parts = []
     sizes = []
-    i = first_id
-    for body in bodies:
-        idb = b"%d" % i
-        rec = b"+%s %d %08x\r\n%s\r\n" % (idb, len(body), crc32(body, crc32(idb)), body)
+    more = len(bodies)
+    for i, body in enumerate(bodies, first_id):
+        more -= 1
+        head = b"%d %d %d" % (i, len(body), more)
+        rec = b"+%s %08x\r\n%s\r\n" % (head, crc32(body, crc32(head)), body)
         parts.append(rec)
         sizes.append(len(rec))
-        i += 1
     return b"".join(parts), sizes
 
 
@@ -104,15 +108,14 @@ def parse(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[Record, in
         return None
     header = bytes(buf[pos + 1 : pos + nl])
     fields = header.split(b" ")
-    if len(fields) != 3 or len(fields[2]) != 8:
+    if len(fields) != 4 or len(fields[3]) != 8 or not all(f.isdigit() for f in fields[:3]):
         raise RecordError("malformed record header", pos)
     try:
-        id = int(fields[0])
-        size = int(fields[1])
-        crc = int(fields[2], 16)
+        crc = int(fields[3], 16)
     except ValueError:
         raise RecordError("malformed record header", pos) from None
-    if id < 1 or size < 0 or not fields[0].isdigit() or not fields[1].isdigit():
+    id, size, more = int(fields[0]), int(fields[1]), int(fields[2])
+    if id < 1:
         raise RecordError("malformed record header", pos)
     start = pos + nl + 2
     stop = start + size
@@ -121,9 +124,9 @@ def parse(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[Record, in
     if buf[stop : stop + 2] != CRLF:
         raise RecordError("record body not followed by CRLF", pos)
     body = bytes(buf[start:stop])
-    if crc32(body, crc32(fields[0])) != crc:
+    if crc32(body, crc32(header[: header.rindex(b" ")])) != crc:
         raise RecordError(f"checksum mismatch for id {id}", pos)
-    return Record(id, body), stop + 2
+    return Record(id, body, more), stop + 2
 
 
 def iter_records(buf: bytes | bytearray | memoryview, pos: int = 0) -> Iterator[tuple[int, Record]]:

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import Event
 from gevent.socket import wait_write
 
 from . import protocol as p
-from .errors import LogdError, NotRetained, ShuttingDown
+from .errors import CorruptLogError, LogdError, NotRetained, ShuttingDown
+from .log.partition import parse_name
 
 if TYPE_CHECKING:
     from .events import EventQueue
@@ -71,6 +72,7 @@ def stream_records(
     next_id = start
     end_id = start + limit if limit else None
     files: dict[str, int] = {}
+    where: list[tuple[str, int]] = []  # (path, offset) just past the last byte sent
     stops = [gone, queue.stopped] + ([close_requested] if close_requested else [])
     try:
         while True:
@@ -85,7 +87,18 @@ def stream_records(
                 target = end_id
             if target > next_id:
                 try:
-                    _send_spans(sock, log_, next_id, target, files, timeout)
+                    if next_id < log_.first_id():
+                        next_id = _finish_deleted(sock, log_, next_id, files, where, timeout)
+                        continue
+                    bad = log_.corrupt_between(next_id, target) if hasattr(log_, "corrupt_between") else None
+                    stop_at = max(bad.first, next_id) if bad else target
+                    _send_spans(sock, log_, next_id, stop_at, files, where, timeout)
+                    if bad:
+                        raise CorruptLogError(
+                            f"record {stop_at} in partition {bad.partition} at offset {bad.start} "
+                            "fails its checks; it cannot be served",
+                            partition=bad.partition, offset=bad.start, id=stop_at,
+                        )
                 except LogdError as exc:
                     send_all(sock, p.encode_error(exc), timeout)
                     return
@@ -101,11 +114,36 @@ def stream_records(
             os.close(fd)
 
 
+def _finish_deleted(
+    sock: socket.socket, log_: Any, next_id: int, files: dict[str, int],
+    where: list[tuple[str, int]], timeout: float,
+) -> int:
+    """Retention deleted the partition this reader is in: finish it from the
+    fd we hold, then go on with the next partition if it is still there."""
+    if not where or where[-1][0] not in files:
+        raise NotRetained(f"records from {next_id} were deleted by retention",
+                          first=log_.first_id(), head=log_.head())
+    path, offset = where[-1]
+    fd = files[path]
+    rest = os.fstat(fd).st_size - offset
+    if rest > 0:
+        send_file(sock, fd, offset, rest, timeout)
+    number = parse_name(os.path.basename(path))
+    following = log_.first_id_of(number[0] + 1) if number else None
+    if following is None:
+        raise NotRetained(f"records after partition {path} were deleted by retention",
+                          first=log_.first_id(), head=log_.head())
+    os.close(files.pop(path))
+    where.clear()
+    return following
+
+
 def _send_spans(
-    sock: socket.socket, log_: object, start: int, end: int, files: dict[str, int], timeout: float
+    sock: socket.socket, log_: Any, start: int, end: int, files: dict[str, int],
+    where: list[tuple[str, int]], timeout: float,
 ) -> None:
     used = set()
-    for source, offset, count in log_.spans(start, end):  # type: ignore[attr-defined]
+    for source, offset, count in log_.spans(start, end):
         if isinstance(source, bytes):
             send_all(sock, source[offset : offset + count], timeout)
             continue
@@ -114,9 +152,11 @@ def _send_spans(
             try:
                 fd = files[source] = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                raise NotRetained(f"records from {start} were deleted by retention") from None
+                raise NotRetained(f"records from {start} were deleted by retention",
+                                  first=log_.first_id(), head=log_.head()) from None
         used.add(source)
         send_file(sock, fd, offset, count, timeout)
+        where[:] = [(source, offset + count)]
     # Keep only the partition we are in: a follower stays there for many commits.
     for path in [path for path in files if path not in used]:
         os.close(files.pop(path))

@@ -26,18 +26,18 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import time
 from bisect import bisect_right
 from typing import Callable, Iterator, Sequence
 
 import structlog
 
-from ..errors import CorruptLogError, DiskFull, FsyncFailed, StorageError
+from ..errors import CorruptLogError, DiskFull, FsyncFailed, NotRetained, StorageError
 from ..record import MAX_HEADER, Record, encode_batch, parse
 from . import Span
 from .index import SparseIndex
-from .partition import Partition, id_at, parse_name, partition_name, scan
+from .partition import Partition, parse_name, partition_name
+from .recovery import Corrupt, recover_partition
 
 __all__ = ["FileLog"]
 
@@ -83,12 +83,17 @@ class FileLog:
         index_interval: int = 4096,
         fsync: bool = True,
         fsync_func: Callable[[int], None] = os.fdatasync,
+        verify: str = "full",
+        allow_corrupt: bool = False,
     ) -> None:
         self.directory = os.path.abspath(directory)
         self.partition_size = partition_size
         self.index_interval = index_interval
         self.fsync_enabled = fsync
         self._fsync = fsync_func
+        self.verify = verify  # "full": check every record at open; "tail": trust sane indexes
+        self.allow_corrupt = allow_corrupt
+        self._corrupt: list[Corrupt] = []
         self._partitions: list[Partition] = []
         self._firsts: list[int] = []  # first ids, for bisect
         self._fd = -1  # write fd of the active partition
@@ -117,6 +122,13 @@ class FileLog:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise StorageError(f"data dir {self.directory} is in use by another process") from None
+        try:
+            self._recover()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _recover(self) -> None:
         marker = os.path.join(self.directory, CLEAN_MARKER)
         self.recovered_clean = os.path.exists(marker)
         found = sorted(
@@ -126,19 +138,29 @@ class FileLog:
         )
         if not found:
             self._partitions = [self._new_partition(1, 1)]
+        bad_tail: tuple[Partition, int, int] | None = None
         for i, ((number, first_id), name) in enumerate(found):
             p = Partition(number, first_id, os.path.join(self.directory, name))
-            p.index = SparseIndex(self.index_interval)
             if self._partitions:
                 prev = self._partitions[-1]
+                if bad_tail is not None:  # ids lost at the end of prev: known now
+                    _, offset, bad_id = bad_tail
+                    self._corrupt.append(Corrupt(bad_id, first_id - 1, prev.number, offset, prev.size))
+                    prev.last_id = first_id - 1
+                    bad_tail = None
                 if number != prev.number + 1 or first_id != prev.last_id + 1:
                     raise CorruptLogError(
                         f"partition {name} does not follow partition {prev.number} "
-                        f"(ends at id {prev.last_id})",
+                        f"(which ends at id {prev.last_id})",
                         partition=number,
                     )
-            last = i == len(found) - 1
-            self._load_partition(p, active=last)
+            active = i == len(found) - 1
+            full = self.verify == "full" or (active and not self.recovered_clean)
+            got = recover_partition(p, active, full, self.allow_corrupt, self.index_interval)
+            self._corrupt.extend(got.corrupt)
+            self.bytes_dropped += got.bytes_dropped
+            if got.bad_tail is not None:
+                bad_tail = (p, *got.bad_tail)
             self._partitions.append(p)
         active = self._partitions[-1]
         # An empty last partition left by a crash between creating it and writing it.
@@ -162,65 +184,8 @@ class FileLog:
             first_id=self.first_id(),
             head=self._head,
             partitions=len(self._partitions),
-        )
-
-    def _load_partition(self, p: Partition, active: bool) -> None:
-        fd = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            size = os.fstat(fd).st_size
-            index = SparseIndex.load(p.idx_path, self.index_interval)
-            problem = "missing" if index is None else index.sane(p.first_id, size, lambda o: id_at(fd, o))
-            trust = problem is None and (self.recovered_clean or not active)
-            if problem is not None and problem != "missing":
-                log.warning("index_ignored", partition=p.number, reason=problem)
-            if trust:
-                assert index is not None
-                p.index = index
-                start_id, start = index.floor(index.ids[-1]) if len(index) else (p.first_id, 0)
-            else:
-                start_id, start = p.first_id, 0
-                p.index = SparseIndex(self.index_interval)
-            result = scan(fd, start, size, start_id, p.index.add)
-        finally:
-            os.close(fd)
-        if result.error is not None:
-            if not active:
-                raise CorruptLogError(
-                    f"partition {os.path.basename(p.path)} is corrupt at offset "
-                    f"{result.error.offset}: {result.error.reason}",
-                    partition=p.number,
-                    offset=result.error.offset,
-                    id=result.last_id + 1,
-                )
-            self._truncate_tail(p, result.end, size, result.error.reason)
-            size = result.end
-        p.size = size
-        p.last_id = result.last_id
-        if not trust:
-            p.index.save(p.idx_path)
-
-    def _truncate_tail(self, p: Partition, end: int, size: int, reason: str) -> None:
-        """Copy the bytes past ``end`` aside, then cut the partition there."""
-        n = 0
-        while os.path.exists(f"{p.path}.trunc.{n}"):
-            n += 1
-        aside = f"{p.path}.trunc.{n}"
-        with open(p.path, "rb") as src, open(aside, "wb") as dst:
-            src.seek(end)
-            shutil.copyfileobj(src, dst)
-            dst.flush()
-            os.fsync(dst.fileno())
-        with open(p.path, "r+b") as f:
-            f.truncate(end)
-            os.fsync(f.fileno())
-        self.bytes_dropped += size - end
-        log.warning(
-            "tail_truncated",
-            partition=p.number,
-            offset=end,
-            bytes_dropped=size - end,
-            reason=reason,
-            saved_to=aside,
+            corrupt_records=sum(c.last - c.first + 1 for c in self._corrupt),
+            bytes_dropped=self.bytes_dropped,
         )
 
     def _new_partition(self, number: int, first_id: int) -> Partition:
@@ -269,6 +234,7 @@ class FileLog:
             "synced_partition": self._synced_pos[0],
             "synced_offset": self._synced_pos[1],
             "write_error": self.last_write_error or "",
+            "corrupt_records": sum(c.last - c.first + 1 for c in self._corrupt),
             "failed": str(self._failed) if self._failed else "",
         }
 
@@ -403,6 +369,9 @@ class FileLog:
         p = self._partition_of(id)
         if id == p.last_id + 1:
             return p, p.size
+        for bad in self._corrupt:
+            if bad.first == id:
+                return p, bad.start
         entry_id, off = p.index.floor(id)
         if entry_id == id:
             return p, off
@@ -435,6 +404,8 @@ class FileLog:
     def spans(self, start: int, end: int) -> Iterator[Span]:
         if start >= end:
             return
+        if start < self._firsts[0]:
+            raise NotRetained(f"id {start} is no longer retained", first=self._firsts[0], head=self._head)
         p, off = self.locate(start)
         i = self._partitions.index(p)
         while True:
@@ -448,6 +419,61 @@ class FileLog:
                 yield p.path, off, p.size - off
             i += 1
             off = 0
+
+    def corrupt_between(self, start: int, end: int) -> Corrupt | None:
+        """The first known-bad range overlapping ids ``[start, end)``."""
+        for bad in self._corrupt:
+            if bad.first < end and bad.last >= start:
+                return bad
+        return None
+
+    def first_id_of(self, number: int) -> int | None:
+        """First id of partition ``number``, if it is still retained."""
+        for p in self._partitions:
+            if p.number == number:
+                return p.first_id
+        return None
+
+    # -- retention --------------------------------------------------------------------
+
+    def retain(self, max_bytes: int = 0, max_age: float = 0.0, now: float | None = None) -> list[int]:
+        """Delete whole sealed partitions, oldest first, past either limit.
+
+        Never the active partition. Readers with a deleted partition open keep
+        reading it (an open fd outlives the unlink). Returns the numbers deleted.
+        """
+        now = time.time() if now is None else now
+        deleted = []
+        total = sum(p.size for p in self._partitions)
+        while len(self._partitions) > 1:
+            oldest = self._partitions[0]
+            too_big = max_bytes and total > max_bytes
+            try:
+                age = now - os.stat(oldest.path).st_mtime
+            except FileNotFoundError:
+                age = float("inf")
+            too_old = max_age and age > max_age
+            if not (too_big or too_old):
+                break
+            self._partitions.pop(0)
+            self._firsts.pop(0)
+            total -= oldest.size
+            fd = self._read_fds.pop(oldest.number, None)
+            if fd is not None:
+                os.close(fd)
+            for path in (oldest.path, oldest.idx_path):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            self._corrupt = [c for c in self._corrupt if c.partition != oldest.number]
+            deleted.append(oldest.number)
+            log.info("partition_deleted", partition=oldest.number, first_id=oldest.first_id,
+                     last_id=oldest.last_id, bytes=oldest.size,
+                     reason="size" if too_big else "age")
+        if deleted:
+            self._fsync_dir()
+        return deleted
 
     def read(self, start: int, end: int) -> list[Record]:
         out: list[Record] = []

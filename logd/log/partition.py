@@ -20,7 +20,7 @@ from typing import Callable
 from ..record import MAX_HEADER, RecordError, parse
 from .index import SparseIndex
 
-__all__ = ["Partition", "partition_name", "parse_name", "ScanResult", "scan", "id_at"]
+__all__ = ["Partition", "partition_name", "parse_name", "ScanResult", "scan", "resync", "id_at"]
 
 _NAME = re.compile(r"^(\d{10})-(\d{20})\.log$")
 BLOCK = 1 << 20
@@ -68,7 +68,13 @@ class ScanResult:
     end: int  # offset after the last good record
     last_id: int  # id of the last good record (start_id - 1 if none)
     error: RecordError | None  # what stopped the scan before ``size``, if anything
-    bad_id: bool = False  # the stop was a record with an unexpected id
+    batch_end: int = 0  # offset after the last record that ends a MSG (more == 0)
+    batch_last_id: int = 0  # its id
+
+    @property
+    def torn_batch(self) -> bool:
+        """The last good record promises more records of its MSG that are not there."""
+        return self.end != self.batch_end
 
 
 def scan(
@@ -80,53 +86,86 @@ def scan(
 ) -> ScanResult:
     """Verify records from ``start`` to ``size``, expecting ids from ``next_id``.
 
-    Calls ``on_record(id, offset)`` for each good record. Never raises for
-    bad data: the result says where the good part ends and why.
+    ``start`` must be the first record of a MSG. Calls ``on_record(id,
+    offset)`` for each good record. Never raises for bad data: the result
+    says where the good part ends and why.
     """
+    result = ScanResult(start, next_id - 1, None, start, next_id - 1)
+    more = 0  # records still due in the current MSG
     pos = start
     while pos < size:
         block = os.pread(fd, min(BLOCK, size - pos), pos)
         if not block:
-            return ScanResult(pos, next_id - 1, RecordError("file shorter than expected", pos, True))
+            result.error = RecordError("file shorter than expected", pos, True)
+            return result
         view = memoryview(block)
         local = 0
-        progressed = False
         while local < len(block):
             try:
                 got = parse(view, local)
             except RecordError as exc:
-                return ScanResult(pos + local, next_id - 1, RecordError(exc.reason, pos + local))
+                result.error = RecordError(exc.reason, pos + local)
+                return result
             if got is None:
+                if local == 0:  # one record larger than the block: read it whole
+                    need = _record_size(block)
+                    if need is not None and pos + need <= size:
+                        view = memoryview(os.pread(fd, need, pos))
+                        continue
+                    result.error = RecordError("incomplete record", pos, True)
+                    return result
                 break
             rec, nxt = got
+            problem = None
             if rec.id != next_id:
-                err = RecordError(f"expected id {next_id}, found {rec.id}", pos + local)
-                return ScanResult(pos + local, next_id - 1, err, bad_id=True)
+                problem = f"expected id {next_id}, found {rec.id}"
+            elif more and rec.more != more - 1:
+                problem = f"record {rec.id} breaks its MSG (more={rec.more}, expected {more - 1})"
+            if problem:
+                result.error = RecordError(problem, pos + local)
+                return result
             if on_record is not None:
                 on_record(rec.id, pos + local)
+            more = rec.more
             next_id += 1
             local = nxt
-            progressed = True
-        if not progressed:
-            if pos + len(block) >= size:
-                return ScanResult(pos, next_id - 1, RecordError("incomplete record", pos, True))
-            # A record larger than the block: read again from its start, bigger.
-            need = _record_size(block)
-            if need is None or pos + need > size:
-                return ScanResult(pos, next_id - 1, RecordError("incomplete record", pos, True))
-            block = os.pread(fd, need, pos)
-            got = parse(block, 0)
-            if got is None:
-                return ScanResult(pos, next_id - 1, RecordError("incomplete record", pos, True))
-            local = got[1]
-            if got[0].id != next_id:
-                err = RecordError(f"expected id {next_id}, found {got[0].id}", pos)
-                return ScanResult(pos, next_id - 1, err, bad_id=True)
-            if on_record is not None:
-                on_record(got[0].id, pos)
-            next_id += 1
+            result.end = pos + local
+            result.last_id = rec.id
+            if more == 0:
+                result.batch_end, result.batch_last_id = result.end, rec.id
         pos += local
-    return ScanResult(pos, next_id - 1, None)
+    return result
+
+
+def resync(fd: int, start: int, size: int, want_id: int) -> int | None:
+    """Offset of a valid record ``want_id`` after ``start``, or None.
+
+    Tells corruption in the middle of a partition (good records follow the
+    bad one) from a torn tail (nothing valid follows).
+    """
+    pattern = b"\n+%d " % want_id
+    pos = start
+    while pos < size:
+        block = os.pread(fd, min(BLOCK + 64, size - pos), pos)
+        i = block.find(pattern)
+        while i >= 0:
+            at = pos + i + 1
+            try:
+                got = parse(os.pread(fd, min(size - at, BLOCK), at))
+            except RecordError:
+                got = None
+            if got is None:
+                need = _record_size(os.pread(fd, MAX_HEADER, at))
+                if need is not None and at + need <= size:
+                    try:
+                        got = parse(os.pread(fd, need, at))
+                    except RecordError:
+                        got = None
+            if got is not None and got[0].id == want_id:
+                return at
+            i = block.find(pattern, i + 1)
+        pos += BLOCK
+    return None
 
 
 def _record_size(block: bytes) -> int | None:
@@ -134,6 +173,6 @@ def _record_size(block: bytes) -> int | None:
     if nl < 0:
         return None
     fields = block[1:nl].split(b" ")
-    if len(fields) != 3 or not fields[1].isdigit():
+    if len(fields) != 4 or not fields[1].isdigit():
         return None
     return nl + 2 + int(fields[1]) + 2

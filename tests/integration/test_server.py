@@ -34,7 +34,7 @@ def test_ping_head_msg_read_roundtrip(logd_server):
     assert w.line() == b"OK 2\r\n"
     w.cmd("READ", 1, 2)
     got = w.read_until(b"+EOF\r\n")
-    assert got == b"OK\r\n" + encode(1, b"hello") + encode(2, b"wor\r\nld") + b"+EOF\r\n"
+    assert got == b"OK\r\n" + encode(1, b"hello", 1) + encode(2, b"wor\r\nld", 0) + b"+EOF\r\n"
     # The connection takes further commands after a finite READ.
     w.send(b"head\r\n")
     assert w.line() == b"OK 2\r\n"
@@ -95,7 +95,7 @@ def test_read_waits_for_messages_that_do_not_exist_yet(logd_server):
     assert reader.nothing_pending()
     writer.cmd("MSG", b"two", b"three", b"four")
     assert writer.line() == b"OK 4\r\n"
-    assert reader.read_until(b"+EOF\r\n") == encode(2, b"two") + encode(3, b"three") + b"+EOF\r\n"
+    assert reader.read_until(b"+EOF\r\n") == encode(2, b"two", 2) + encode(3, b"three", 1) + b"+EOF\r\n"
     assert reader.nothing_pending()
 
 

@@ -1,0 +1,148 @@
+"""Opening a partition: verify it, rebuild its index, and cut a torn tail.
+
+After Kafka's log recovery: scan records checking size and CRC, truncate the
+active partition after its last valid record, rebuild the index. Two rules
+of our own:
+
+- A MSG is all or nothing: if the last MSG in the active partition lost its
+  final records (``more`` > 0 on the last good record), the whole MSG is cut.
+- A bad record that is followed by valid records is corruption, not a torn
+  tail: the server refuses to start (naming partition, offset and id) unless
+  ``allow_corrupt``, in which case the bad record is skipped and remembered
+  so that READ reports it instead of sending it.
+
+Bytes cut off are first copied aside to ``<partition>.trunc.N``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+
+import structlog
+
+from ..errors import CorruptLogError
+from .index import SparseIndex
+from .partition import Partition, ScanResult, id_at, resync, scan
+
+__all__ = ["Corrupt", "recover_partition", "truncate_aside"]
+
+log = structlog.get_logger("logd.log")
+
+
+@dataclass(frozen=True, slots=True)
+class Corrupt:
+    """Ids ``first..last`` of ``partition`` cannot be read: bytes ``start..end`` are bad."""
+
+    first: int
+    last: int
+    partition: int
+    start: int
+    end: int
+
+
+@dataclass(slots=True)
+class Recovered:
+    corrupt: list[Corrupt] = field(default_factory=list)
+    bytes_dropped: int = 0
+    bad_tail: tuple[int, int] | None = None  # (offset, first bad id) of a sealed partition
+
+
+def recover_partition(
+    p: Partition, active: bool, full: bool, allow_corrupt: bool, interval: int
+) -> Recovered:
+    """Fill in ``p.size``, ``p.last_id`` and ``p.index``; cut a torn active tail.
+
+    ``full`` verifies every record; otherwise a sane index is trusted and only
+    records after its last entry are verified.
+
+    Raises:
+        CorruptLogError: corruption that is not a torn tail, without ``allow_corrupt``.
+    """
+    out = Recovered()
+    fd = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        loaded = SparseIndex.load(p.idx_path, interval)
+        saved_entries = len(loaded) if loaded is not None else -1
+        problem = "missing" if loaded is None else loaded.sane(p.first_id, size, lambda o: id_at(fd, o))
+        if problem is not None and problem != "missing":
+            log.warning("index_ignored", partition=p.number, reason=problem)
+        if full or problem is not None or loaded is None or not len(loaded):
+            p.index = SparseIndex(interval)
+            result = scan(fd, 0, size, p.first_id, p.index.add)
+        else:
+            p.index = loaded
+            result = scan(fd, loaded.offsets[-1], size, loaded.ids[-1], p.index.add)
+            if result.torn_batch and result.batch_end == loaded.offsets[-1] and result.batch_end:
+                # The torn MSG began before the last index entry: scan it whole.
+                p.index = SparseIndex(interval)
+                result = scan(fd, 0, size, p.first_id, p.index.add)
+        while result.error is not None and not result.error.torn:
+            bad_id = result.last_id + 1
+            at = resync(fd, result.error.offset + 1, size, bad_id + 1)
+            if at is None:
+                break  # nothing valid follows: a torn tail after all
+            if not allow_corrupt:
+                raise CorruptLogError(
+                    f"partition {os.path.basename(p.path)} has a bad record at offset "
+                    f"{result.error.offset} (id {bad_id}): {result.error.reason}; valid records "
+                    "follow it, so this is not a torn tail. Run `logd check`, or start with "
+                    "--allow-corrupt to serve around it",
+                    partition=p.number,
+                    offset=result.error.offset,
+                    id=bad_id,
+                )
+            out.corrupt.append(Corrupt(bad_id, bad_id, p.number, result.error.offset, at))
+            log.error("corrupt_record", partition=p.number, offset=result.error.offset, id=bad_id,
+                      reason=result.error.reason)
+            p.index.ids.append(bad_id + 1)
+            p.index.offsets.append(at)
+            rest = scan(fd, at, size, bad_id + 1, p.index.add)
+            result = ScanResult(rest.end, rest.last_id, rest.error, rest.batch_end, rest.batch_last_id)
+    finally:
+        os.close(fd)
+    damaged = result.error is not None or result.torn_batch
+    if damaged and not active:
+        # A sealed partition ends with a whole MSG; anything else is damage.
+        reason = result.error.reason if result.error else "last MSG incomplete"
+        if not allow_corrupt:
+            raise CorruptLogError(
+                f"sealed partition {os.path.basename(p.path)} is damaged at offset "
+                f"{result.batch_end} (id {result.batch_last_id + 1}): {reason}",
+                partition=p.number,
+                offset=result.batch_end,
+                id=result.batch_last_id + 1,
+            )
+        out.bad_tail = (result.batch_end, result.batch_last_id + 1)
+        log.error("corrupt_tail", partition=p.number, offset=result.batch_end, reason=reason)
+    if damaged and active:
+        reason = result.error.reason if result.error else "last MSG incomplete"
+        out.bytes_dropped = truncate_aside(p.path, result.batch_end, size)
+        log.warning("tail_truncated", partition=p.number, offset=result.batch_end,
+                    bytes_dropped=out.bytes_dropped, reason=reason,
+                    last_id=result.batch_last_id)
+        size = result.batch_end
+        p.index.truncate(size)
+    p.size = size
+    p.last_id = result.batch_last_id if damaged else result.last_id
+    if p.index is not loaded or len(p.index) != saved_entries or damaged:
+        p.index.save(p.idx_path)
+    return out
+
+
+def truncate_aside(path: str, end: int, size: int) -> int:
+    """Copy bytes ``end..size`` of ``path`` to ``path.trunc.N``, then cut the file."""
+    n = 0
+    while os.path.exists(f"{path}.trunc.{n}"):
+        n += 1
+    with open(path, "rb") as src, open(f"{path}.trunc.{n}", "wb") as dst:
+        src.seek(end)
+        shutil.copyfileobj(src, dst)
+        dst.flush()
+        os.fsync(dst.fileno())
+    with open(path, "r+b") as f:
+        f.truncate(end)
+        os.fsync(f.fileno())
+    return size - end
