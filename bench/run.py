@@ -135,15 +135,60 @@ def run_workload(w: str, server, p: dict) -> dict:
     raise ValueError(w)
 
 
-def machine_busy() -> float:
-    """CPU seconds every core of the machine has been busy since boot (/proc/stat)."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
-        return float("nan")
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+def cpu_by_process() -> dict:
+    """{pid: (name, cpu seconds)} for every process, from /proc/<pid>/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        out[int(name)] = (comm, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def _client_pids(before: dict, after: dict) -> set:
+    """Pids of processes started by this script (client processes) that appeared during a workload."""
+    me = os.getpid()
+    out = set()
+    for pid in after:
+        if pid in before:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if ppid == me:
+            out.add(pid)
+    return out
+
+
+def others(before: dict, after: dict, exclude: set, wall: float) -> list:
+    """Processes other than ours that used the CPU between two snapshots: [[name, cores], ...]."""
+    used: dict = {}
+    for pid, (comm, cpu) in after.items():
+        if pid in exclude:
+            continue
+        d = cpu - before.get(pid, (comm, 0.0))[1]
+        if d > 0:
+            key = comm.split("/")[0]  # kworker/1:1H -> kworker
+            if key.startswith("python"):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        argv = f.read().split(b"\0")
+                    key = " ".join(a.decode(errors="replace").rsplit("/", 1)[-1] for a in argv[:4] if a)
+                except OSError:
+                    pass
+            used[key] = used.get(key, 0.0) + d
+    top = sorted(used.items(), key=lambda kv: -kv[1])
+    return [[k, round(v / wall, 3)] for k, v in top[:5] if v / wall >= 0.01]
 
 
 def bench_server(system: str, mode: str, selected: list[str], p: dict, args, stamp: str, profile: set) -> dict:
@@ -178,7 +223,7 @@ def bench_server(system: str, mode: str, selected: list[str], p: dict, args, sta
                 except ServerError as e:
                     log(f"  profiling unavailable: {e}")
             cpu0 = server.cpu()
-            busy0 = machine_busy()
+            snap0 = cpu_by_process()
             t0 = time.perf_counter()
             try:
                 r = run_workload(w, server, p)
@@ -193,9 +238,12 @@ def bench_server(system: str, mode: str, selected: list[str], p: dict, args, sta
             r["server_cpu"] = server.cpu() - cpu0
             r["bench_wall_s"] = wall
             r["server_cores"] = r["server_cpu"] / wall if wall else 0.0
-            if "client_cpu" in r:
-                # CPU used by anything but this server and this load generator
-                r["other_cores"] = max(0.0, (machine_busy() - busy0 - r["server_cpu"] - r["client_cpu"]) / wall)
+            # CPU used by anything but this server and this load generator (its children exited by now,
+            # so anything new is someone else's unless it is a child pid we started)
+            ours = {os.getpid(), server.pid} | {c.pid for c in __import__("multiprocessing").active_children()}
+            snap1 = cpu_by_process()
+            r["other_processes"] = others(snap0, snap1, ours | _client_pids(snap0, snap1), wall)
+            r["other_cores"] = sum(c for _n, c in r["other_processes"])
             msgs = r.get("msgs") or r.get("received")
             if msgs and "error" not in r:
                 r["server_us_per_msg"] = r["server_cpu"] / msgs * 1e6
@@ -348,9 +396,9 @@ def main(argv: list[str] | None = None) -> int:
                 elif r.get("client_cores", 0) > 0.85 * (r.get("client_procs", 1)):
                     notes.append(f"{w} {system} {mode}: load generator at {r['client_cores']:.2f} cores "
                                  f"-- the client may be the bottleneck")
-                if r.get("other_cores", 0) > 0.25 and r.get("bench_wall_s", 0) >= 2:
-                    notes.append(f"{w} {system} {mode}: other processes used {r['other_cores']:.2f} cores "
-                                 f"during the run -- figures disturbed")
+                if r.get("other_cores", 0) > 0.2 and r.get("bench_wall_s", 0) >= 2:
+                    who = ", ".join(f"{n} {c:.2f}" for n, c in r["other_processes"])
+                    notes.append(f"{w} {system} {mode}: other processes used {r['other_cores']:.2f} cores ({who})")
                 if w == "W5" and "error" not in r and r.get("achieved_rate", 0) < 0.95 * r.get("rate", 0):
                     notes.append(f"{w} {system} {mode}: writer reached only {r['achieved_rate']:.0f} msg/s")
                 if "profile" in r and r["profile"].get("samples"):

@@ -51,9 +51,9 @@ def drive(reader, chunks):
     return bodies, requests, done
 
 
-def record(i: int, body: bytes) -> bytes:
-    idb = b"%d" % i
-    return b"+%s %d %08x\r\n%s\r\n" % (idb, len(body), crc32(body, crc32(idb)), body)
+def record(i: int, body: bytes, more: int = 0) -> bytes:
+    head = b"%d %d %d" % (i, len(body), more)
+    return b"+%s %08x\r\n%s\r\n" % (head, crc32(body, crc32(head)), body)
 
 
 # -- logd ----------------------------------------------------------------------
@@ -81,6 +81,10 @@ def test_logd_read_request_is_understood_by_logd_parser():
 def test_logd_record_format_matches_logd_record_module():
     rec = pytest.importorskip("logd.record")
     assert record(7, b"hello\r\nx") == rec.encode(7, b"hello\r\nx")
+    assert record(7, b"hello", 3) == rec.encode(7, b"hello", 3)
+    data, _ = rec.encode_batch(1, [b"a", b"bc", b"d"])
+    got, _, _ = drive(LogdCodec.range_reader(3), [b"OK\r\n" + data + b"+EOF\r\n"])
+    assert got == [b"a", b"bc", b"d"]
 
 
 def test_logd_parse_reply():
@@ -99,7 +103,7 @@ def test_logd_parse_head():
 @pytest.mark.parametrize("which", [0, 1, 2])
 def test_logd_range_reader(which):
     bodies = [b"m%d" % i + b"\r\n" * (i % 3) for i in range(1, 51)]
-    data = b"OK\r\n" + b"".join(record(i, b) for i, b in enumerate(bodies, 1)) + b"+EOF\r\n"
+    data = b"OK\r\n" + b"".join(record(i, b, (10 - i) % 10) for i, b in enumerate(bodies, 1)) + b"+EOF\r\n"
     chunks = list(chunkings(data))[which]
     got, requests, done = drive(LogdCodec.range_reader(50), chunks)
     assert done and got == bodies and requests == []

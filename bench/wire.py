@@ -97,8 +97,9 @@ class LogdCodec:
 class LogdReader:
     """``READ start limit``: ``OK``, records, then ``+EOF`` (never, for limit 0).
 
-    Every record is checked like a real reader does: the crc over the
-    decimal id and the body, and that each id is the previous + 1.
+    A record is ``+<id> <len> <more> <crc>\r\n<body>\r\n`` (logd/record.py).
+    Every record is checked like a real reader does: the crc over the header
+    text ``<id> <len> <more>`` and the body, and that each id is the previous + 1.
     """
 
     def __init__(self, start: int, limit: int) -> None:
@@ -133,13 +134,18 @@ class LogdReader:
                 pos = nl + 2
                 self.next_id = expect
                 return pos, n, None, True
-            idb, lenb, crcb = bytes(header).split(b" ")
+            # header: <id> <len> <more> <crc>; the crc covers "<id> <len> <more>" and the body
+            try:
+                idb, lenb, _more, crcb = header.split(b" ")
+                stop = nl + 2 + int(lenb)
+            except ValueError:
+                raise ReplyError(f"malformed record header {bytes(header[:80])!r} where record {expect} "
+                                 f"was due; bytes around it: {bytes(buf[max(0, pos - 120) : pos + 80])!r}") from None
             start = nl + 2
-            stop = start + int(lenb)
             if stop + 2 > end:
                 break
             body = bytes(buf[start:stop])
-            if crc32(body, crc32(idb)) != int(crcb, 16):
+            if crc32(body, crc32(header[:-9])) != int(crcb, 16):
                 raise ReplyError(f"checksum mismatch for record {idb.decode()}")
             if int(idb) != expect:
                 raise ReplyError(f"record {idb.decode()} where {expect} was due")

@@ -207,8 +207,8 @@ def parse_ceiling(codec_name: str, count: int = 100_000) -> dict:
     if codec_name == "logd":
         recs = []
         for i in range(1, count + 1):
-            idb = b"%d" % i
-            recs.append(b"+%s %d %08x\r\n%s\r\n" % (idb, len(BODY), crc32(BODY, crc32(idb)), BODY))
+            head = b"%d %d %d" % (i, len(BODY), (-i) % 100)  # as MSGs of 100
+            recs.append(b"+%s %08x\r\n%s\r\n" % (head, crc32(BODY, crc32(head)), BODY))
         chunks = [b"OK\r\n" + b"".join(recs) + b"+EOF\r\n"]
     else:
         chunks = []
