@@ -420,3 +420,19 @@ def test_read_into_closed_pipe(five: Any) -> None:
     )
     assert p.stdout == b"alpha\n"
     assert b"Traceback" not in p.stderr and b"Error" not in p.stderr
+
+
+def test_read_bad_record_exits_1(server: Any) -> None:
+    with logd.connect(server.addr) as c:
+        c.append(*[b"rec-%02d" % i for i in range(1, 11)])
+    # Flip a body bit in place under the running server (it checks files at startup only).
+    (part,) = [p for p in server.data_dir.glob("*.log") if b"rec-05" in p.read_bytes()]
+    with open(part, "r+b") as f:
+        data = f.read()
+        at = data.find(b"rec-05")
+        f.seek(at)
+        f.write(b"R")
+    r = logd_cli("read", "-H", server.addr, "-o", "raw")
+    assert r.returncode == 1
+    assert r.stdout == b"rec-01\nrec-02\nrec-03\nrec-04\n"  # everything before it, nothing after
+    assert b"CHECKSUM" in r.stderr
