@@ -15,10 +15,10 @@ never straddles two partitions. A failed write is cut back with
 / ``end_sync``. A failed fsync stops all further writes until restart: after
 fsyncgate we cannot know what reached the disk.
 
-On open, sealed partitions are trusted through their index when it is sane,
-and the last partition is scanned: wholly after an unclean stop, from its
-last index entry after a clean one. A torn or garbage tail is copied aside to
-``<partition>.trunc.N`` and cut off.
+On open (``recovery.py``) every record is verified by default
+(``verify="tail"`` trusts sane indexes instead); a torn tail of the last
+partition is copied aside to ``<partition>.trunc.N`` and cut; corruption in
+the middle of the log stops the open unless ``allow_corrupt``.
 """
 
 from __future__ import annotations

@@ -66,7 +66,12 @@ def recover_partition(
         size = os.fstat(fd).st_size
         loaded = SparseIndex.load(p.idx_path, interval)
         saved_entries = len(loaded) if loaded is not None else -1
-        problem = "missing" if loaded is None else loaded.sane(p.first_id, size, lambda o: id_at(fd, o))
+        if loaded is not None:
+            problem = loaded.sane(p.first_id, size, lambda o: id_at(fd, o))
+        elif os.path.exists(p.idx_path):
+            problem = "not a whole number of entries"
+        else:
+            problem = "missing"
         if problem is not None and problem != "missing":
             log.warning("index_ignored", partition=p.number, reason=problem)
         if full or problem is not None or loaded is None or not len(loaded):
