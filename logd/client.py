@@ -33,7 +33,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator, Literal, overload
 
 import msgpack
 
@@ -46,7 +46,7 @@ from .errors import (
     ShuttingDown,
     TooManyClients,
 )
-from .protocol import NEED_DATA, Body, Eof, Ok, OkId, Pong, ReplyParser, encode_command
+from .protocol import NEED_DATA, Eof, Ok, OkId, Pong, ReplyParser, encode_command
 from .record import Record
 
 __all__ = [
@@ -128,7 +128,7 @@ def backoff_delay(
     Half of the delay is fixed so that a reconnect storm still spreads out but
     no attempt retries immediately.
     """
-    d = min(cap, base * (2 ** min(failures, 32)))
+    d: float = min(cap, base * float(2 ** min(failures, 32)))
     return d / 2 + rand(0.0, d / 2)
 
 
@@ -352,7 +352,9 @@ class Client:
         """Append msgpack-encoded objects; see ``append``."""
         return self.append(*(pack(o) for o in objs))
 
-    def append_stream(self, batches: Iterable[Iterable[bytes]], window: int = WINDOW) -> Iterator[range]:
+    def append_stream(
+        self, batches: Iterable[Iterable[bytes]], window: int = WINDOW
+    ) -> Generator[range, None, None]:
         """Send one MSG per batch, ``window`` of them in flight; yield each batch's ids in order.
 
         Lazy: nothing is sent until iterated. Stops at the first error reply
@@ -410,9 +412,19 @@ class Client:
 
     # -- streams
 
+    @overload
+    def read(
+        self, start: int, limit: int, *, decode: Literal[False] = ..., timeout: float | None = ...
+    ) -> Generator[Record, None, None]: ...
+
+    @overload
+    def read(
+        self, start: int, limit: int, *, decode: Literal[True], timeout: float | None = ...
+    ) -> Generator[ObjRecord, None, None]: ...
+
     def read(
         self, start: int, limit: int, *, decode: bool = False, timeout: float | None = -1.0
-    ) -> Iterator[Record] | Iterator[ObjRecord]:
+    ) -> Generator[Record, None, None] | Generator[ObjRecord, None, None]:
         """Yield ``limit`` records from ``start`` (0: the first retained id).
 
         Records not written yet are waited for; ``timeout`` bounds each wait
@@ -430,6 +442,34 @@ class Client:
         it = self._stream(start, limit, self.timeout if timeout == -1.0 else timeout)
         return _decoded(it) if decode else it
 
+    @overload
+    def follow(
+        self,
+        start: int,
+        *,
+        reconnect: bool = ...,
+        decode: Literal[False] = ...,
+        idle_timeout: float | None = ...,
+        max_retries: int | None = ...,
+        backoff_base: float = ...,
+        backoff_cap: float = ...,
+        on_reconnect: Callable[[int, BaseException], None] | None = ...,
+    ) -> Generator[Record, None, None]: ...
+
+    @overload
+    def follow(
+        self,
+        start: int,
+        *,
+        reconnect: bool = ...,
+        decode: Literal[True],
+        idle_timeout: float | None = ...,
+        max_retries: int | None = ...,
+        backoff_base: float = ...,
+        backoff_cap: float = ...,
+        on_reconnect: Callable[[int, BaseException], None] | None = ...,
+    ) -> Generator[ObjRecord, None, None]: ...
+
     def follow(
         self,
         start: int,
@@ -441,7 +481,7 @@ class Client:
         backoff_base: float = 0.05,
         backoff_cap: float = 5.0,
         on_reconnect: Callable[[int, BaseException], None] | None = None,
-    ) -> Iterator[Record] | Iterator[ObjRecord]:
+    ) -> Generator[Record, None, None] | Generator[ObjRecord, None, None]:
         """Yield records from ``start`` forever: history, then each new record.
 
         ``idle_timeout`` bounds the wait for the next record (``None``:
@@ -468,7 +508,7 @@ class Client:
         backoff_base: float,
         backoff_cap: float,
         on_reconnect: Callable[[int, BaseException], None] | None,
-    ) -> Iterator[Record]:
+    ) -> Generator[Record, None, None]:
         seq = _Sequence(start)
         failures = 0
         while True:
@@ -491,7 +531,7 @@ class Client:
 
     def _stream(
         self, start: int, limit: int, timeout: float | None, seq: _Sequence | None = None
-    ) -> Iterator[Record]:
+    ) -> Generator[Record, None, None]:
         """Run READ start limit; yield verified records; re-issue READ after an early +EOF.
 
         The server may end a stream early with +EOF (a reader too slow for
@@ -640,9 +680,12 @@ def connect(
     return client
 
 
-def _decoded(records: Iterator[Record]) -> Iterator[ObjRecord]:
-    for rec in records:
-        yield ObjRecord(rec.id, rec.body, unpack(rec.body))
+def _decoded(records: Generator[Record, None, None]) -> Generator[ObjRecord, None, None]:
+    try:
+        for rec in records:
+            yield ObjRecord(rec.id, rec.body, unpack(rec.body))
+    finally:
+        records.close()  # abandoning the decoded stream abandons the raw one at once
 
 
 def _decode_stats(body: bytes) -> dict[str, Any]:

@@ -63,7 +63,11 @@ class LineReader:
         self.lines: queue.Queue[bytes] = queue.Queue()
         assert proc.stdout is not None
         stdout = proc.stdout
-        threading.Thread(target=lambda: [self.lines.put(x) for x in stdout], daemon=True).start()
+        threading.Thread(target=self._pump, args=(stdout,), daemon=True).start()
+
+    def _pump(self, stdout: Any) -> None:
+        for line in stdout:
+            self.lines.put(line)
 
     def take(self, n: int, timeout: float = 20.0) -> list[bytes]:
         deadline = time.monotonic() + timeout

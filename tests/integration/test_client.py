@@ -68,7 +68,7 @@ class Collector:
 
     def take(self, n: int, timeout: float = 15.0) -> list[Any]:
         deadline = time.monotonic() + timeout
-        got = []
+        got: list[Any] = []
         while len(got) < n:
             left = deadline - time.monotonic()
             if left <= 0:
