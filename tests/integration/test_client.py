@@ -397,3 +397,40 @@ def test_checkpointed_consumer_survives_sigkill(logd_server: Any, tmp_path: Path
         highest = max(highest, rec_id)
     assert processed == set(range(1, total + 1))
     assert runs >= kills
+
+
+GEVENT_SCRIPT = textwrap.dedent(
+    """
+    from gevent import monkey; monkey.patch_all()
+    import sys, gevent, logd
+    addr = sys.argv[1]
+    got = []
+    def follower():
+        c = logd.connect(addr)
+        for rec in c.follow(1):
+            got.append(rec.id)
+            if len(got) == 300:
+                c.close()
+    def writer():
+        with logd.connect(addr) as c:
+            for i in range(300):
+                c.append(b"g%d" % i)
+    gevent.joinall([gevent.spawn(follower), gevent.spawn(writer)], timeout=30, raise_error=True)
+    assert got == list(range(1, 301)), got[-5:]
+    print("ok")
+    """
+)
+
+
+def test_under_gevent(logd_server: Any, tmp_path: Path) -> None:
+    # A follow and a writer as greenlets in one monkey-patched process.
+    srv = logd_server()
+    script = tmp_path / "gevent_client.py"
+    script.write_text(GEVENT_SCRIPT)
+    r = subprocess.run(
+        [sys.executable, str(script), srv.addr],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert (r.returncode, r.stdout) == (0, b"ok\n"), r.stderr
