@@ -180,6 +180,7 @@ CLASSES: dict[str, type[LogdError]] = {
     cls.code: cls
     for cls in (
         ClientError,
+        InvalidArgument,
         ProtocolError,
         UnknownCommand,
         OutOfRange,

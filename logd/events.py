@@ -285,7 +285,7 @@ class EventQueue:
             gevent.get_hub().threadpool.apply(point.run)
         except Exception as exc:
             self.stats.incr(st.FSYNC_ERRORS)
-            failure = self.log.fail_sync(exc) if hasattr(self.log, "fail_sync") else StorageError(str(exc))
+            failure = self.log.fail_sync(exc)
             log.error("fsync_failed", error=str(exc))
             reply = p.encode_error(failure)
             while self._waiters:

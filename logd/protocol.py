@@ -235,7 +235,8 @@ class CommandParser:
             while True:
                 nl = buf.find(CRLF, self._pos, self._pos + limits.max_line + 2)
                 if nl < 0:
-                    if len(buf) - self._pos > limits.max_line:
+                    # max_line bytes and a lone '\r' may still be a valid line.
+                    if len(buf) - self._pos > limits.max_line + 1:
                         raise ProtocolError(f"command line longer than {limits.max_line} bytes")
                     return self._need_data()
                 line = bytes(buf[self._pos : nl])
@@ -381,7 +382,7 @@ class ReplyParser:
     def _line(self) -> bytes | None:
         nl = self._buf.find(CRLF, self._pos)
         if nl < 0:
-            if len(self._buf) - self._pos > 4096:
+            if len(self._buf) - self._pos > 4097:
                 raise ProtocolError("reply line too long")
             return None
         line = bytes(self._buf[self._pos : nl])
@@ -454,6 +455,8 @@ class ReplyParser:
             return Eof()
         try:
             idb, lenb, moreb, crcb = header.split(b" ")
+            if not (idb.isdigit() and lenb.isdigit() and moreb.isdigit()):
+                raise ValueError
             id = int(idb)
             size = int(lenb)
             more = int(moreb)

@@ -90,7 +90,7 @@ def stream_records(
                     if next_id < log_.first_id():
                         next_id = _finish_deleted(sock, log_, next_id, files, where, timeout)
                         continue
-                    bad = log_.corrupt_between(next_id, target) if hasattr(log_, "corrupt_between") else None
+                    bad = log_.corrupt_between(next_id, target)
                     stop_at = max(bad.first, next_id) if bad else target
                     _send_spans(sock, log_, next_id, stop_at, files, where, timeout)
                     if bad:

@@ -372,9 +372,9 @@ class FileLog:
         for bad in self._corrupt:
             if bad.first == id:
                 return p, bad.start
+        # Even an exact index hit is checked against the record header below:
+        # the index is a cache, and a wrong entry must not serve a wrong record.
         entry_id, off = p.index.floor(id)
-        if entry_id == id:
-            return p, off
         fd = self._read_fd(p)
         block = b""
         base = off
@@ -476,6 +476,7 @@ class FileLog:
         return deleted
 
     def read(self, start: int, end: int) -> list[Record]:
+        end = min(end, self._head + 1)
         out: list[Record] = []
         for path, off, length in self.spans(start, end):
             with open(path, "rb") as f:

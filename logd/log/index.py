@@ -74,12 +74,9 @@ class SparseIndex:
                 return f"entries out of order at {i}"
         if offsets[-1] >= size:
             return "entry past the end of the partition"
-        if id_at(offsets[-1]) != ids[-1]:
-            return "last entry does not point at its record"
-        if len(ids) > 2:
-            mid = len(ids) // 2
-            if id_at(offsets[mid]) != ids[mid]:
-                return "middle entry does not point at its record"
+        for i in range(len(ids) - 1, -1, -1):  # one pread each: cheap next to a scan
+            if id_at(offsets[i]) != ids[i]:
+                return f"entry for id {ids[i]} does not point at its record"
         return None
 
     # -- persistence ------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
+from ..errors import FsyncFailed
 from ..record import Record, encode, parse
 from . import Span
 
@@ -35,7 +36,9 @@ class MemoryLog:
 
     def append(self, bodies: Sequence[bytes]) -> int:
         first = self.head() + 1
-        self._records.extend(encode(first + i, b) for i, b in enumerate(bodies))
+        last = len(bodies) - 1
+        encoded = [encode(first + i, b, last - i) for i, b in enumerate(bodies)]
+        self._records.extend(encoded)  # only once every body encoded: all or nothing
         return self.head()
 
     def begin_sync(self) -> _Point:
@@ -62,3 +65,12 @@ class MemoryLog:
 
     def close(self) -> None:
         pass
+
+    def fail_sync(self, exc: BaseException) -> FsyncFailed:
+        return FsyncFailed(str(exc))
+
+    def corrupt_between(self, start: int, end: int) -> None:
+        return None  # memory does not rot
+
+    def first_id_of(self, number: int) -> int | None:
+        return self._first if number == 1 else None

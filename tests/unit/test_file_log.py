@@ -189,13 +189,6 @@ def test_damaged_index_is_rebuilt(tmp_path: Path, kind: str, crash: bool) -> Non
         assert loaded is not None and len(loaded) > 0
 
 
-@pytest.mark.xfail(
-    reason="BUG: sane() samples only the first, middle and last index entries, and "
-    "locate() returns an exact index hit without reading the header, so when the index "
-    "is trusted (sealed partitions; verify='tail'), an entry that points at the previous "
-    "record makes read(id, id+1) return record id-1",
-    strict=True,
-)
 def test_index_entry_pointing_at_the_wrong_record_is_caught(tmp_path: Path) -> None:
     flog = open_log(tmp_path / "data", partition_size=100_000, index_interval=64)
     bodies = [b"m%03d" % i * 5 for i in range(1, 60)]

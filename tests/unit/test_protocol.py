@@ -307,12 +307,6 @@ def test_line_of_exactly_max_line_bytes_whole() -> None:
     assert parse_requests(whole(b"SHUTDOWN\r\nPING\r\n"), limits) == [Shutdown(), Ping()]
 
 
-@pytest.mark.xfail(
-    reason="BUG: CommandParser rejects a command line of exactly max_line bytes when the "
-    "CR arrives before the LF (max_line + 1 bytes buffered > max_line), but accepts it "
-    "when the CRLF arrives together: the result depends on how TCP splits the bytes",
-    strict=True,
-)
 def test_line_of_exactly_max_line_bytes_by_byte() -> None:
     limits = Limits(max_line=8)  # 'SHUTDOWN' is 8 bytes
     assert parse_requests(by_byte(b"SHUTDOWN\r\nPING\r\n"), limits) == [Shutdown(), Ping()]
@@ -479,7 +473,7 @@ REPLY_CASES = {
     "error_instead_of_body": (
         b"ERR_CLIENT BADREQUEST usage: STATS [text|msgpack]\r\nOK 2\r\nhi\r\n",
         ["next_body", "next_body"],
-        [Raised(ClientError, "usage: STATS [text|msgpack]"), Body(b"hi")],
+        [Raised(InvalidArgument, "usage: STATS [text|msgpack]"), Body(b"hi")],
     ),
     "stream_ended_by_error": (
         OK + R1 + b"ERR SHUTDOWN server is shutting down\r\n",
@@ -540,12 +534,6 @@ def _relength(record: bytes, length: bytes) -> list[bytes]:
     return out
 
 
-@pytest.mark.xfail(
-    reason="BUG: ReplyParser.next_record parses the length with int(), so '-2' is accepted: "
-    "a header like '+1 -2 ... <crc>\\r\\n' yields Record(1, b'') instead of raising "
-    "ProtocolError (record.parse rejects it)",
-    strict=True,
-)
 def test_record_with_negative_length_is_rejected() -> None:
     for data in _relength(encode(1, b""), b"-2"):
         parser = ReplyParser()
@@ -562,11 +550,6 @@ def test_record_parse_rejects_negative_length() -> None:
             parse(data)
 
 
-@pytest.mark.xfail(
-    reason="BUG: ReplyParser._line raises 'reply line too long' for a 4096-byte line when "
-    "its CR arrives before its LF, but parses it when both arrive together",
-    strict=True,
-)
 def test_reply_line_limit_does_not_depend_on_the_split() -> None:
     line = b"ERR INTERNAL " + b"x" * (4096 - 13) + b"\r\n"
     assert len(line) == 4098
@@ -613,19 +596,11 @@ def test_client_server_pair_round_trips() -> None:
 
 # -- errors.from_reply ---------------------------------------------------------------
 
+# Bare ClientError is a base class the server never sends: BADREQUEST decodes
+# to its concrete class, InvalidArgument.
 WIRE_ERRORS = [
-    ClientError("bad request"),
     ProtocolError("command line must be '<CMD> <nargs>'"),
-    pytest.param(
-        InvalidArgument("empty message not allowed (argument 2)"),
-        marks=pytest.mark.xfail(
-            reason="BUG: errors.CLASSES maps BADREQUEST to ClientError, so an InvalidArgument "
-            "sent by the server comes back as plain ClientError (client.append documents "
-            "raising InvalidArgument for an empty body)",
-            strict=True,
-        ),
-        id="InvalidArgument",
-    ),
+    InvalidArgument("empty message not allowed (argument 2)"),
     UnknownCommand("unknown command 'FOO'"),
     OutOfRange("start 9 is past the head; valid starts are 1..4", first=1, head=3),
     OutOfRange("", first=0, head=0),
@@ -683,12 +658,6 @@ def _unescape(text: str) -> bytes:
     return text.encode().replace(b"\\r\\n", b"\r\n")
 
 
-@pytest.mark.xfail(
-    reason="BUG (docs): the request example in docs/protocol.rst, "
-    "'MSG 2\\\\r\\\\n5 hello\\\\r\\\\n7 a\\\\r\\\\nb c d\\\\r\\\\n', declares 7 bytes for the "
-    "8-byte body 'a\\\\r\\\\nb c d', so the server answers it with ERR_CLIENT PROTOCOL",
-    strict=True,
-)
 def test_request_example_in_docs_parses() -> None:
     lines = DOCS.read_text().splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("Example: two messages"))
