@@ -209,6 +209,8 @@ class _Connection:
     # -- writing ------------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        # A new greenlet starts with an empty context: bind ours again.
+        structlog.contextvars.bind_contextvars(conn_id=self.id, peer=self.peer.addr)
         try:
             self._write_replies()
         except (OSError, SendTimeout) as exc:
