@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="comma list: always (logd --fsync always vs Redis appendfsync always), "
                          "interval (logd --fsync interval:1000 vs Redis everysec)")
     ap.add_argument("--systems", default="logd,redis", help="comma list: logd,redis")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each workload N times, alternating which server goes first; report the median run")
     ap.add_argument("--w3-conns", type=int, default=64)
     ap.add_argument("--w3-procs", type=int, default=2, help="client processes for W3 (the machine has %d cores)" % (os.cpu_count() or 0))
     ap.add_argument("--w5-rate", type=float, default=5000.0, help="W5 writer rate, msg/s")
@@ -191,86 +193,124 @@ def others(before: dict, after: dict, exclude: set, wall: float) -> list:
     return [[k, round(v / wall, 3)] for k, v in top[:5] if v / wall >= 0.01]
 
 
-def bench_server(system: str, mode: str, selected: list[str], p: dict, args, stamp: str, profile: set) -> dict:
-    out: dict = {}
-    log(f"starting {system} ({mode})")
+PRIMARY = {"W1": "msgs_per_s", "W2": "p50_ms", "W3": "msgs_per_s", "W4": "msgs_per_s", "W5": "p99_ms"}
+
+
+def measure(w: str, server, p: dict, args, stamp: str, profile: set, rep: int) -> dict:
+    """Run one workload once against one server, with its CPU accounting (and profile)."""
+    system, mode = server.system, server.mode
+    log(f"  {system} {mode}: {w}" + (f" (repeat {rep + 1})" if args.repeat > 1 else ""))
+    prof = None
+    if system == "logd" and w in profile:
+        path = os.path.join(args.results_dir, f"profile-{stamp}-{mode}-{w}-{rep + 1}.txt")
+        try:
+            prof = Profiler(server.pid, path)
+            _live.append(prof)
+        except ServerError as e:
+            log(f"  profiling unavailable: {e}")
+    cpu0 = server.cpu()
+    snap0 = cpu_by_process()
+    t0 = time.perf_counter()
     try:
-        if system == "logd":
-            server = LogdServer(mode, args.tmp_dir, args.logd_cmd, args.logd_arg)
-        else:
-            server = RedisServer(mode, args.tmp_dir)
-    except ServerError as e:
-        log(f"{system} ({mode}) did not start: {e}")
-        return {w: {"error": str(e)} for w in selected}
-    _live.append(server)
-    out["_server"] = {"argv": server.argv, "pid": server.pid, "port": server.port}
+        r = run_workload(w, server, p)
+    except Exception as e:
+        r = {"error": f"{type(e).__name__}: {e}"}
+        log(f"  {system} {mode} {w} FAILED: {r['error']}")
+        traceback.print_exc()
+        tail = server.log_tail(10)
+        if tail:
+            log("  server log tail:\n" + tail)
+    wall = time.perf_counter() - t0
+    r["server_cpu"] = server.cpu() - cpu0
+    r["bench_wall_s"] = wall
+    r["server_cores"] = r["server_cpu"] / wall if wall else 0.0
+    # CPU used by anything but the servers and this load generator (a lower bound: processes
+    # that exited during the workload are not seen)
+    ours = {os.getpid()} | {s.pid for s in _live if isinstance(s, servers.Server) and s.proc is not None}
+    snap1 = cpu_by_process()
+    r["other_processes"] = others(snap0, snap1, ours | _client_pids(snap0, snap1), wall)
+    r["other_cores"] = sum(c for _n, c in r["other_processes"])
+    msgs = r.get("msgs") or r.get("received")
+    if msgs and "error" not in r:
+        r["server_us_per_msg"] = r["server_cpu"] / msgs * 1e6
+    if w == "W4" and "error" not in r:
+        # the same reader on synthetic bytes, no server: W4's client-side limit
+        r["ceiling_msgs_per_s"] = workloads.parse_ceiling(system, min(p["W4"]["msgs"], 200_000))["msgs_per_s"]
+    if prof is not None:
+        prof.stop()
+        _live.remove(prof)
+        r["profile"] = prof.summary()
+    log("    " + _brief(w, r))
+    return r
+
+
+def combine(w: str, runs: list[dict]) -> dict:
+    """One result for repeated runs: the run with the median primary figure, plus all of them."""
+    if len(runs) == 1:
+        return runs[0]
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return dict(runs[0], runs=runs)
+    key = PRIMARY[w]
+    good.sort(key=lambda r: r.get(key, 0))
+    med = dict(good[(len(good) - 1) // 2])
+    med["repeats"] = [r.get(key) for r in runs if "error" not in r]
+    med["runs"] = runs
+    return med
+
+
+def bench_mode(mode: str, systems: list[str], selected: list[str], p: dict, args, stamp: str, profile: set) -> dict:
+    """Start one server per system for this durability pair and run the workloads interleaved:
+    W1 on logd, W1 on Redis, W4 on logd, ... so that any disturbance hits both sides alike."""
+    out: dict = {s: {} for s in systems}
+    live: dict = {}
     try:
-        filled = False
+        for system in systems:
+            log(f"starting {system} ({mode})")
+            try:
+                if system == "logd":
+                    server = LogdServer(mode, args.tmp_dir, args.logd_cmd, args.logd_arg)
+                else:
+                    server = RedisServer(mode, args.tmp_dir)
+            except ServerError as e:
+                log(f"{system} ({mode}) did not start: {e}")
+                out[system] = {w: {"error": str(e)} for w in selected}
+                continue
+            _live.append(server)
+            live[system] = server
+            out[system]["_server"] = {"argv": server.argv, "pid": server.pid, "port": server.port}
+        filled = {s: False for s in systems}
         for w in ORDER:
             if w not in selected:
                 continue
-            if w == "W4" and not filled:
-                n = p["W4"]["msgs"]
-                log(f"  {system} {mode}: prefill {n} messages for W4")
-                workloads.write_loop(server.port, system, n // 100, 100, 8, None, timeout=900)
-            log(f"  {system} {mode}: {w}")
-            prof = None
-            if system == "logd" and w in profile:
-                path = os.path.join(args.results_dir, f"profile-{stamp}-{mode}-{w}.txt")
-                try:
-                    prof = Profiler(server.pid, path)
-                    _live.append(prof)
-                except ServerError as e:
-                    log(f"  profiling unavailable: {e}")
-            cpu0 = server.cpu()
-            snap0 = cpu_by_process()
-            t0 = time.perf_counter()
-            try:
-                r = run_workload(w, server, p)
-            except Exception as e:
-                r = {"error": f"{type(e).__name__}: {e}"}
-                log(f"  {system} {mode} {w} FAILED: {r['error']}")
-                traceback.print_exc()
-                tail = server.log_tail(10)
-                if tail:
-                    log("  server log tail:\n" + tail)
-            wall = time.perf_counter() - t0
-            r["server_cpu"] = server.cpu() - cpu0
-            r["bench_wall_s"] = wall
-            r["server_cores"] = r["server_cpu"] / wall if wall else 0.0
-            # CPU used by anything but this server and this load generator (its children exited by now,
-            # so anything new is someone else's unless it is a child pid we started)
-            ours = {os.getpid(), server.pid} | {c.pid for c in __import__("multiprocessing").active_children()}
-            snap1 = cpu_by_process()
-            r["other_processes"] = others(snap0, snap1, ours | _client_pids(snap0, snap1), wall)
-            r["other_cores"] = sum(c for _n, c in r["other_processes"])
-            msgs = r.get("msgs") or r.get("received")
-            if msgs and "error" not in r:
-                r["server_us_per_msg"] = r["server_cpu"] / msgs * 1e6
-            if w == "W4" and "error" not in r:
-                # the same reader on synthetic bytes, no server: W4's client-side limit
-                r["ceiling_msgs_per_s"] = workloads.parse_ceiling(system, min(p["W4"]["msgs"], 200_000))["msgs_per_s"]
-            if prof is not None:
-                prof.stop()
-                _live.remove(prof)
-                r["profile"] = prof.summary()
-            if w == "W1" and "error" not in r:
-                filled = True
-            out[w] = r
-            log("    " + _brief(w, r))
-            if server.proc is not None and server.proc.poll() is not None:
-                log(f"  {system} exited with {server.proc.returncode}; skipping its other workloads")
-                for rest in ORDER[ORDER.index(w) + 1:]:
-                    if rest in selected:
-                        out[rest] = {"error": f"server exited with {server.proc.returncode}"}
-                break
-        out["_server"].update({"rss_mib": server.rss_mib(), "disk_mib": server.disk_mib()})
+            runs: dict = {s: [] for s in live}
+            for rep in range(args.repeat):
+                order = list(live) if rep % 2 == 0 else list(reversed(list(live)))
+                for system in order:
+                    server = live[system]
+                    if server.proc is None or server.proc.poll() is not None:
+                        runs[system].append({"error": f"server exited with {server.proc.returncode if server.proc else '?'}"})
+                        continue
+                    if w == "W4" and not filled[system]:
+                        n = p["W4"]["msgs"]
+                        log(f"  {system} {mode}: prefill {n} messages for W4")
+                        workloads.write_loop(server.port, system, n // 100, 100, 8, None, timeout=900)
+                        filled[system] = True
+                    r = measure(w, server, p, args, stamp, profile, rep)
+                    if w == "W1" and "error" not in r:
+                        filled[system] = True
+                    runs[system].append(r)
+            for system in live:
+                out[system][w] = combine(w, runs[system])
+        for system, server in live.items():
+            out[system]["_server"].update({"rss_mib": server.rss_mib(), "disk_mib": server.disk_mib()})
     finally:
-        server.stop()
-        if server in _live:
-            _live.remove(server)
-        out["_server"]["exit_code"] = server.exit_code
-        log(f"stopped {system} ({mode}), exit {server.exit_code}")
+        for system, server in live.items():
+            server.stop()
+            if server in _live:
+                _live.remove(server)
+            out[system]["_server"]["exit_code"] = server.exit_code
+            log(f"stopped {system} ({mode}), exit {server.exit_code}")
     return out
 
 
@@ -373,8 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         for mode in modes:
-            for system in systems:
-                results.setdefault(mode, {})[system] = bench_server(system, mode, selected, p, args, stamp, profile)
+            results[mode] = bench_mode(mode, systems, selected, p, args, stamp, profile)
     finally:
         _cleanup()
     env["loadavg_end"] = os.getloadavg()
