@@ -435,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
                 elif r.get("client_cores", 0) > 0.85 * (r.get("client_procs", 1)):
                     notes.append(f"{w} {system} {mode}: load generator at {r['client_cores']:.2f} cores "
                                  f"-- the client may be the bottleneck")
+                busy = r.get("client_cores", 0) + r.get("server_cores", 0)
+                if "error" not in r and busy > 0.8 * (env["cpus"] or 2) and r.get("bench_wall_s", 0) >= 2:
+                    notes.append(f"{w} {system} {mode}: client + server used {busy:.2f} of {env['cpus']} cores "
+                                 f"-- the machine's CPU is the limit, shared by both")
                 if r.get("other_cores", 0) > 0.2 and r.get("bench_wall_s", 0) >= 2:
                     who = ", ".join(f"{n} {c:.2f}" for n, c in r["other_processes"])
                     notes.append(f"{w} {system} {mode}: other processes used {r['other_cores']:.2f} cores ({who})")
