@@ -381,7 +381,12 @@ def test_read_follow_sigterm_saves_cursor(five: Any, tmp_path: Path) -> None:
             c.append(b"six")
         assert json.loads(reader.take(1)[0])["id"] == 6
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 143
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            diag = subprocess.run(["py-spy", "dump", "--pid", str(proc.pid)], capture_output=True)
+            raise AssertionError(f"no exit on SIGTERM: {diag.stdout!r} {diag.stderr!r}")
+        assert code == 143
         assert cursor.read_text() == "6\n"
     finally:
         proc.kill()
