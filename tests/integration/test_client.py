@@ -140,7 +140,7 @@ def test_pipeline_error_keeps_connection(logd_server: Any) -> None:
     with logd.connect(srv.addr) as c:
         results = c.pipeline().append(b"a").append(b"").append(b"b").execute(raise_on_error=False)
         assert results[0] == range(1, 2)
-        assert isinstance(results[1], errors.ClientError)
+        assert isinstance(results[1], errors.InvalidArgument)
         assert results[2] == range(2, 3)  # nothing was written for the empty one
         assert c.head() == 2
 
@@ -171,7 +171,7 @@ def test_errors(logd_server: Any) -> None:
         with pytest.raises(errors.OutOfRange) as info:
             list(c.read(10, 1))
         assert info.value.head == 2
-        with pytest.raises(errors.ClientError):
+        with pytest.raises(errors.InvalidArgument):
             c.append(b"ok", b"")  # empty body: nothing written
         assert c.head() == 2  # connection still usable
     with pytest.raises(errors.ConnectionLost):

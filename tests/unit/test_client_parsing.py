@@ -209,8 +209,7 @@ def test_append_needs_bodies() -> None:
 def test_error_reply_keeps_connection(chunker: Chunker) -> None:
     incoming = b"ERR_CLIENT BADREQUEST empty message not allowed (argument 1)\r\nOK 3\r\n"
     client, sock = scripted(incoming, chunker)
-    # errors.CLASSES maps BADREQUEST to ClientError (InvalidArgument's base).
-    with pytest.raises(errors.ClientError):
+    with pytest.raises(errors.InvalidArgument):
         client.append(b"x")
     assert client.connected
     assert client.head() == 3
@@ -273,7 +272,7 @@ def test_pipeline_error_reads_all_replies_then_raises() -> None:
     incoming = b"OK 1\r\nERR_CLIENT BADREQUEST nope\r\nOK 2\r\nOK 2\r\n"
     client, sock = scripted(incoming, bytewise)
     pipe = client.pipeline().append(b"a").append(b"b").append(b"c")
-    with pytest.raises(errors.ClientError):
+    with pytest.raises(errors.InvalidArgument):
         pipe.execute()
     assert client.head() == 2  # still in step
 
