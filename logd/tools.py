@@ -85,10 +85,10 @@ def _check(directory: str, fix: bool, say: Any) -> int:
                 reason = result.error.reason if result.error else "last MSG incomplete"
                 dropped = size - result.batch_end
                 if last and fix:
-                    truncate_aside(path, result.batch_end, size)
+                    _, aside = truncate_aside(path, result.batch_end, size)
                     index.truncate(result.batch_end)
                     say(f"{name}: offset {result.batch_end}: {reason}: cut {dropped} bytes "
-                        f"(saved aside as {name}.trunc.*)")
+                        f"(saved aside as {os.path.basename(aside)})")
                     size = result.batch_end
                 elif last:
                     say(f"{name}: offset {result.batch_end}: {reason}: torn tail of {dropped} bytes "

@@ -109,6 +109,14 @@ def recover_partition(
     finally:
         os.close(fd)
     damaged = result.error is not None or result.torn_batch
+    # After an unclean stop what we read may be only in the page cache: make it
+    # durable before anyone is told it is (synced_head starts at head). Cheap
+    # for a file with nothing dirty.
+    fd = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     if damaged and not active:
         # A sealed partition ends with a whole MSG; anything else is damage.
         reason = result.error.reason if result.error else "last MSG incomplete"
@@ -124,10 +132,10 @@ def recover_partition(
         log.error("corrupt_tail", partition=p.number, offset=result.batch_end, reason=reason)
     if damaged and active:
         reason = result.error.reason if result.error else "last MSG incomplete"
-        out.bytes_dropped = truncate_aside(p.path, result.batch_end, size)
+        out.bytes_dropped, aside = truncate_aside(p.path, result.batch_end, size)
         log.warning("tail_truncated", partition=p.number, offset=result.batch_end,
                     bytes_dropped=out.bytes_dropped, reason=reason,
-                    last_id=result.batch_last_id)
+                    last_id=result.batch_last_id, saved_to=aside)
         size = result.batch_end
         p.index.truncate(size)
     p.size = size
@@ -137,7 +145,7 @@ def recover_partition(
     return out
 
 
-def truncate_aside(path: str, end: int, size: int) -> int:
+def truncate_aside(path: str, end: int, size: int) -> tuple[int, str]:
     """Copy bytes ``end..size`` of ``path`` to ``path.trunc.N``, then cut the file."""
     n = 0
     while os.path.exists(f"{path}.trunc.{n}"):
@@ -150,4 +158,4 @@ def truncate_aside(path: str, end: int, size: int) -> int:
     with open(path, "r+b") as f:
         f.truncate(end)
         os.fsync(f.fileno())
-    return size - end
+    return size - end, f"{path}.trunc.{n}"

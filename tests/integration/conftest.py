@@ -39,18 +39,19 @@ class LogdServer:
         return f"{self.host}:{self.port}"
 
     def start(self) -> "LogdServer":
-        self._listening.clear()
+        listening = self._listening = threading.Event()  # one per process: an old
+        # process's reader thread must not wake a start() of the next one.
         cmd = [sys.executable, "-m", "logd", "serve", "--port", "0", "--data-dir", str(self.data_dir),
                "--log-format", "json", *self.flags]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True)
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
-        if not self._listening.wait(STARTUP_TIMEOUT) or self.proc.poll() is not None:
+        threading.Thread(target=self._pump, args=(self.proc, listening), daemon=True).start()
+        if not listening.wait(STARTUP_TIMEOUT) or self.proc.poll() is not None:
             self.kill()
             raise RuntimeError(f"logd did not start: {self.logs[-5:]}")
         return self
 
-    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+    def _pump(self, proc: subprocess.Popen[bytes], listening: threading.Event) -> None:
         assert proc.stderr is not None
         for raw in proc.stderr:
             try:
@@ -61,8 +62,8 @@ class LogdServer:
                 self.logs.append(entry)
             if entry.get("event") == "listening" and "port" in entry:
                 self.host, self.port = entry["host"], entry["port"]
-                self._listening.set()
-        self._listening.set()  # exited: let start() fail fast instead of waiting
+                listening.set()
+        listening.set()  # exited: let start() fail fast instead of waiting
 
     def events(self, name: str) -> list[dict[str, Any]]:
         with self._lock:
