@@ -224,6 +224,8 @@ def _roundtrip(server, codec, n: int = 250):
     assert r["msgs"] == n
     r = workloads.read_all(server.port, server.system, n, timeout=60)
     assert r["msgs"] == n
+    r = workloads.read_all(server.port, server.system, n, timeout=60, raw=True)
+    assert r["msgs"] == n
     lat: list = []
     workloads.write_loop(server.port, server.system, 20, 1, 1, lat, timeout=60)
     assert len(lat) == 20
@@ -253,3 +255,48 @@ def test_against_logd(tmp_path):
         _roundtrip(s, LogdCodec)
     assert s.exit_code == 0
     assert not Path(s.dir).exists()
+
+
+# -- transport-only readers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_raw_logd_reader_counts_records(which):
+    body = b"logd-bench-" * 9 + b"x"
+    data = b"OK\r\n" + b"".join(record(i, body, (100 - i) % 100) for i in range(1, 301)) + b"+EOF\r\n"
+    reader = wire.RawLogdReader(300)
+    buf = bytearray()
+    pos = total = 0
+    done = False
+    for c in list(chunkings(data, seed=7))[which]:
+        buf += c
+        pos, n, _nxt, done = reader.feed(buf, pos, None)
+        total += n
+        if done:
+            break
+    assert done and total == 300
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_raw_redis_reader_pages(which, monkeypatch):
+    monkeypatch.setattr(wire, "PAGE", 4)
+    body = b"logd-bench-" * 9 + b"x"
+    reader = wire.RawRedisRangeReader(10)
+    assert reader.first_request().endswith(b"$5\r\nCOUNT\r\n$1\r\n4\r\n")
+    total = 0
+    requests = []
+    for start, n in ((0, 4), (4, 4), (8, 2)):
+        data = b"*%d\r\n" % n + b"".join(resp_entry(b"77-%d" % i, [b"d", body]) for i in range(start, start + n))
+        buf = bytearray()
+        pos = 0
+        for c in list(chunkings(data, seed=start))[which]:
+            buf += c
+            pos, k, nxt, done = reader.feed(buf, pos, None)
+            total += k
+            if nxt is not None:
+                requests.append(nxt)
+    assert done and total == 10
+    assert requests == [
+        wire.resp_command(b"XRANGE", b"bench", b"(77-3", b"+", b"COUNT", b"4"),
+        wire.resp_command(b"XRANGE", b"bench", b"(77-7", b"+", b"COUNT", b"2"),
+    ]

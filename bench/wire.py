@@ -411,4 +411,65 @@ class RedisTailReader:
         return pos, n, self._request(), False
 
 
+# -- transport-only readers (W4 raw) ----------------------------------------------------
+#
+# These do not parse records one by one: they count them with C-speed
+# ``bytes.count`` on markers that only occur between records *for the
+# benchmark's own bodies* (never use them on arbitrary data). They show how
+# fast each server delivers the data when the client costs next to nothing.
+
+
+class RawLogdReader:
+    """``READ 1 count``: count ``\r\n+`` (one per record, plus the EOF line) until ``+EOF\r\n``."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def first_request(self) -> bytes:
+        return logd_command(b"READ", b"1", b"%d" % self.count)
+
+    def feed(self, buf: bytearray, pos: int, bodies: list | None) -> tuple[int, int, None, bool]:
+        if buf.startswith(b"ERR"):
+            raise ReplyError(bytes(buf[:200]).decode("utf-8", "replace"))
+        end = len(buf)
+        # a match counted here ends by ``end``, so starts before end-2: resume at end-2
+        n = buf.count(b"\r\n+", pos, end)
+        if buf.endswith(b"\r\n+EOF\r\n"):
+            return end, n - 1, None, True
+        return max(pos, end - 2), n, None, False
+
+
+class RawRedisRangeReader:
+    """XRANGE pages: count entries by their ``d`` field marker; the last id from the page's tail."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.seen = 0
+        self.last: bytes | None = None
+        self.want = 0
+
+    def _request(self) -> bytes:
+        start = b"-" if self.last is None else b"(" + self.last
+        self.want = min(PAGE, self.count - self.seen)
+        return resp_command(b"XRANGE", STREAM, start, b"+", b"COUNT", b"%d" % self.want)
+
+    def first_request(self) -> bytes:
+        return self._request()
+
+    def feed(self, buf: bytearray, pos: int, bodies: list | None) -> tuple[int, int, bytes | None, bool]:
+        if not buf.endswith(CRLF) or buf.count(_FIELD_D, pos) < self.want:
+            return pos, 0, None, False
+        m = buf.rfind(_FIELD_D)
+        nl = buf.find(CRLF, m + 14)
+        if nl < 0 or len(buf) != nl + 2 + int(buf[m + 14 : nl]) + 2:
+            return pos, 0, None, False
+        self.last = bytes(buf[buf.rfind(b"\n", 0, m) + 1 : m])
+        n = self.want
+        self.seen += n
+        if self.seen >= self.count:
+            return len(buf), n, None, True
+        return len(buf), n, self._request(), False
+
+
 CODECS = {"logd": LogdCodec, "redis": RedisCodec}
+RAW_READERS = {"logd": RawLogdReader, "redis": RawRedisRangeReader}

@@ -21,7 +21,7 @@ import traceback
 from array import array
 from collections import deque
 
-from wire import CODECS, ReplyError
+from wire import CODECS, RAW_READERS, ReplyError
 
 IO_TIMEOUT = 30.0  # no single recv/send waits longer than this
 RECV_SIZE = 256 * 1024
@@ -153,10 +153,14 @@ def write_loop(port: int, codec_name: str, n_requests: int, per_request: int, wi
 # -- one connection: read everything from the beginning -------------------------------
 
 
-def read_all(port: int, codec_name: str, count: int, timeout: float) -> dict:
-    """W4: read ``count`` messages from the first (logd READ; Redis XRANGE pages)."""
+def read_all(port: int, codec_name: str, count: int, timeout: float, raw: bool = False) -> dict:
+    """W4: read ``count`` messages from the first (logd READ; Redis XRANGE pages).
+
+    ``raw``: count the records without parsing them (``wire.RAW_READERS``):
+    what the server delivers when the client costs next to nothing.
+    """
     codec = CODECS[codec_name]
-    reader = codec.range_reader(count)
+    reader = RAW_READERS[codec_name](count) if raw else codec.range_reader(count)
     conn = Conn(connect(port))
     total = requests = 0
     cpu0 = time.process_time()
