@@ -384,9 +384,27 @@ def table(results: dict, selected: list[str], modes: list[str]) -> tuple[str, li
     return "\n".join(lines), records
 
 
+def busy_cores(seconds: float) -> float:
+    """How many cores were busy (all processes) over the next ``seconds``, from /proc/stat."""
+
+    def busy() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:8]]
+        return sum(v) - v[3] - v[4], sum(v)
+
+    try:
+        b0, _ = busy()
+        time.sleep(seconds)
+        b1, _ = busy()
+    except OSError:
+        return float("nan")
+    return (b1 - b0) / os.sysconf("SC_CLK_TCK") / seconds
+
+
 def environment(args) -> dict:
     env = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-           "tmp_dir": args.tmp_dir or os.environ.get("TMPDIR", "/tmp"), "loadavg_start": os.getloadavg()}
+           "tmp_dir": args.tmp_dir or os.environ.get("TMPDIR", "/tmp"), "loadavg_start": os.getloadavg(),
+           "busy_cores_start": busy_cores(1.0)}
     try:
         env["redis"] = subprocess.run([servers.redis_binary(install=False), "--version"], capture_output=True,
                                       text=True, timeout=10).stdout.strip()
@@ -435,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{env['cpus']} cpus; data in {env['tmp_dir']} ({env.get('tmp_fs', '?')}); {env['redis']})")
     print(text)
     notes = []
-    if env["loadavg_start"][0] > 0.5:
-        notes.append(f"machine not idle at start: load average {env['loadavg_start'][0]:.2f}")
+    if env.get("busy_cores_start", 0) > 0.3:
+        notes.append(f"machine not idle at start: {env['busy_cores_start']:.2f} cores busy in the second before the run")
     for mode in modes:
         for system in systems:
             for w, r in results.get(mode, {}).get(system, {}).items():
