@@ -7,7 +7,7 @@ Servers are attributes of the queue (``queue.servers``), not the other way
 round.
 
 Commit. A MSG is appended at once, but its reply may wait: under
-``--fsync always`` the ``Committer`` runs fdatasync in the hub's threadpool
+``--fsync always`` the committer greenlet runs fdatasync in the hub's threadpool
 and releases every reply waiting at or below the synced id, so one fsync
 covers every append that arrived while the previous one ran (group commit).
 Under ``interval`` and ``never`` a MSG is committed as soon as it is
@@ -213,6 +213,8 @@ class EventQueue:
         self._waiters: deque[tuple[int, AsyncResult, bytes]] = deque()
         self._dirty = Event()
         self._greenlets: list[gevent.Greenlet] = []
+        self._immediate = fsync.mode != "always"
+        self._closed = False
 
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self._consume))
@@ -222,8 +224,19 @@ class EventQueue:
             self._greenlets.append(gevent.spawn(self._interval_loop))
 
     def submit(self, command: p.Command, peer: Peer) -> AsyncResult:
+        """Queue a command; its reply arrives in the returned AsyncResult.
+
+        When nothing is queued, the command runs right here instead of one
+        greenlet switch later: under gevent nothing else runs meanwhile, so
+        the order is the same as if the consumer had run it.
+        """
         result = AsyncResult()
-        self._queue.put((command, peer, result))
+        if self._closed:
+            result.set(p.encode_error(ShuttingDown("server is shutting down")))
+        elif self._queue.empty():
+            self._run(command, peer, result)
+        else:
+            self._queue.put((command, peer, result))
         return result
 
     def _queue_stats(self) -> dict[str, Any]:
@@ -233,37 +246,38 @@ class EventQueue:
 
     def _consume(self) -> None:
         queue = self._queue
-        handle = self.handlers.handle
-        stats = self.stats
-        immediate = self.fsync.mode != "always"
         while True:
             item = queue.get()
             if item is _STOP:
                 return
-            command, peer, result = item
-            name = type(command).__name__.lower()
-            try:
-                reply = handle(command, peer)
-            except LogdError as exc:
-                stats.command(name, failed=True)
-                result.set(p.encode_error(exc))
-                continue
-            except Exception:
-                stats.command(name, failed=True)
-                log.exception("command_failed", command=name)
-                result.set(p.encode_error(ServerError("internal error")))
-                continue
-            stats.command(name)
-            if type(reply) is WaitCommit:
-                if reply.id <= self.committed:
-                    result.set(reply.reply)
-                else:
-                    self._waiters.append((reply.id, result, reply.reply))
-                    self._dirty.set()
+            self._run(*item)
+
+    def _run(self, command: p.Command, peer: Peer, result: AsyncResult) -> None:
+        name = type(command).__name__.lower()
+        try:
+            reply = self.handlers.handle(command, peer)
+        except LogdError as exc:
+            self.stats.command(name, failed=True)
+            result.set(p.encode_error(exc))
+            return
+        except Exception:
+            self.stats.command(name, failed=True)
+            log.exception("command_failed", command=name)
+            result.set(p.encode_error(ServerError("internal error")))
+            return
+        self.stats.command(name)
+        if type(reply) is WaitCommit:
+            if reply.id <= self.committed:
+                result.set(reply.reply)
             else:
-                result.set(reply)
-            if immediate and queue.empty() and self.committed < self.log.head():
-                self._publish(self.log.head())
+                self._waiters.append((reply.id, result, reply.reply))
+                self._dirty.set()
+        else:
+            result.set(reply)
+        # Commit written messages once the queue is drained: one wake-up of
+        # the tail readers covers a whole burst of MSGs.
+        if self._immediate and self.committed < self.log.head() and self._queue.empty():
+            self._publish(self.log.head())
 
     def _publish(self, head: int) -> None:
         """Ids up to ``head`` are committed: release replies, wake readers."""
@@ -332,6 +346,7 @@ class EventQueue:
         self.commit_event.set()
 
     def stop(self) -> None:
+        self._closed = True
         self._queue.put(_STOP)
         for g in self._greenlets[1:]:
             g.kill()

@@ -153,6 +153,10 @@ class _Connection:
         writer = gevent.spawn(self._write_loop)
         try:
             self._read_loop()
+        except (OSError, SendTimeout) as exc:
+            if isinstance(exc, SendTimeout):
+                self.listener.stats.incr(st.SLOW_READERS_DROPPED)
+                log.info("slow_reader_dropped")
         finally:
             self.gone.set()
             if not writer.dead:
@@ -173,10 +177,15 @@ class _Connection:
 
     def _read_loop(self) -> None:
         sock, parser, submit = self.sock, self.parser, self.queue.submit
+        timeout = self.config.send_timeout
         while not self.closing:
             try:
-                with gevent.Timeout(self._recv_timeout()):
+                wait = self._recv_timeout()
+                if wait is None:
                     data = sock.recv(262144)
+                else:
+                    with gevent.Timeout(wait):
+                        data = sock.recv(262144)
             except gevent.Timeout:
                 if not parser.in_progress and not self._idle():
                     continue
@@ -186,25 +195,43 @@ class _Connection:
             except OSError:
                 return
             parser.receive_data(data)
-            while True:
-                try:
-                    command = parser.next_command()
-                except ProtocolError as exc:
-                    self.listener.stats.incr(st.PROTOCOL_ERRORS)
-                    log.info("protocol_error", error=exc.message)
-                    self.pending.put(_Ready(CloseAfter(p.encode_error(exc))))
-                    return
-                except ClientError as exc:
-                    self.pending.put(_Ready(p.encode_error(exc)))
-                    continue
-                if command is p.NEED_DATA:
-                    break
-                if type(command) is p.Close:
-                    # Ends a follow now, instead of queueing behind it forever.
-                    self.close_requested.set()
-                self.pending.put(submit(command, self.peer))  # blocks when max_pipeline are due
+            # Replies that are ready, with nothing queued ahead of them, are sent
+            # from here in one write per received chunk; the rest go to the writer.
+            out: list[bytes] = []
+            try:
+                while True:
+                    try:
+                        command = parser.next_command()
+                    except ProtocolError as exc:
+                        self.listener.stats.incr(st.PROTOCOL_ERRORS)
+                        log.info("protocol_error", error=exc.message)
+                        self._reply(out, _Ready(CloseAfter(p.encode_error(exc))))
+                        return
+                    except ClientError as exc:
+                        self._reply(out, _Ready(p.encode_error(exc)))
+                        continue
+                    if command is p.NEED_DATA:
+                        break
+                    if type(command) is p.Close:
+                        # Ends a follow now, instead of queueing behind it forever.
+                        self.close_requested.set()
+                    self._reply(out, submit(command, self.peer))
+            finally:
+                if out:
+                    send_all(sock, b"".join(out), timeout)
             if not data:
                 return
+
+    def _reply(self, out: list[bytes], result: Any) -> None:
+        if not self.writer_busy and self.pending.empty() and result.ready():
+            value = result.get()
+            if type(value) is bytes:
+                out.append(value)
+                return
+        if out:
+            send_all(self.sock, b"".join(out), self.config.send_timeout)
+            out.clear()
+        self.pending.put(result)  # blocks when max_pipeline replies are due
 
     # -- writing ------------------------------------------------------------------
 

@@ -333,8 +333,8 @@ class FileLog:
         if point.head > self._synced:
             self._synced = point.head
             self._synced_pos = point.position
-        active = self._partitions[-1]
-        active.index.save_new(active.idx_path)
+        # The active index is saved at roll and close only: after a crash the
+        # active partition is scanned whole anyway.
 
     def fail_sync(self, exc: BaseException) -> FsyncFailed:
         """An fsync failed: stop writes for good (see the module docstring)."""
