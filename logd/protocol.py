@@ -257,33 +257,41 @@ class CommandParser:
             self._args = []
             self._size = 0
         args = self._args
-        while len(args) < self._nargs:
-            pos = self._pos
-            sp = buf.find(b" ", pos, pos + 21)
-            if sp < 0:
-                if len(buf) - pos > 20:
-                    raise ProtocolError("argument must start with '<len> '")
-                return self._need_data()
-            raw = bytes(buf[pos:sp])
-            if not raw.isdigit():
-                raise ProtocolError(f"bad argument length {raw[:20]!r}")
-            size = int(raw)
-            if size > limits.max_message:
-                raise ProtocolError(f"argument of {size} bytes exceeds max {limits.max_message}")
-            self._size += size
-            if self._size > limits.max_request:
-                raise ProtocolError(f"request exceeds max {limits.max_request} bytes")
-            start = sp + 1
-            stop = start + size
-            if len(buf) < stop + 2:
-                if len(buf) > stop and buf[stop] != 0x0D:  # fail now, not at the timeout
+        nargs = self._nargs
+        pos = self._pos
+        size_total = self._size
+        max_message, max_request = limits.max_message, limits.max_request
+        end = len(buf)
+        view = memoryview(buf)  # one copy per argument, not two; released below
+        try:
+            while len(args) < nargs:
+                sp = buf.find(b" ", pos, pos + 21)
+                if sp < 0:
+                    if end - pos > 20:
+                        raise ProtocolError("argument must start with '<len> '")
+                    return self._need_data()
+                raw = buf[pos:sp]
+                if not raw.isdigit():
+                    raise ProtocolError(f"bad argument length {bytes(raw[:20])!r}")
+                size = int(raw)
+                if size > max_message:
+                    raise ProtocolError(f"argument of {size} bytes exceeds max {max_message}")
+                if size_total + size > max_request:
+                    raise ProtocolError(f"request exceeds max {max_request} bytes")
+                stop = sp + 1 + size
+                if end < stop + 2:
+                    if end > stop and buf[stop] != 0x0D:  # fail now, not at the timeout
+                        raise ProtocolError("argument not followed by CRLF (length mismatch?)")
+                    return self._need_data()
+                if buf[stop] != 0x0D or buf[stop + 1] != 0x0A:
                     raise ProtocolError("argument not followed by CRLF (length mismatch?)")
-                self._size -= size
-                return self._need_data()
-            if buf[stop : stop + 2] != CRLF:
-                raise ProtocolError("argument not followed by CRLF (length mismatch?)")
-            args.append(bytes(buf[start:stop]))
-            self._pos = stop + 2
+                args.append(bytes(view[sp + 1 : stop]))
+                size_total += size
+                pos = stop + 2
+        finally:
+            view.release()
+            self._pos = pos
+            self._size = size_total
         name = self._name
         self._name = None
         self._args = []

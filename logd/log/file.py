@@ -100,6 +100,7 @@ class FileLog:
         self._unsynced_fds: list[int] = []  # sealed partitions awaiting fsync
         self._dir_dirty = False
         self._read_fds: dict[int, int] = {}
+        self._recent: dict[int, tuple[Partition, int]] = {}  # id -> position, a few recent
         self._head = 0
         self._synced = 0
         self._synced_pos: tuple[int, int] = (0, 0)
@@ -366,6 +367,9 @@ class FileLog:
             return active, active.size
         if id == self._synced + 1 and self._synced_pos[0] == active.number:
             return active, self._synced_pos[1]
+        cached = self._recent.get(id)
+        if cached is not None:
+            return cached
         p = self._partition_of(id)
         if id == p.last_id + 1:
             return p, p.size
@@ -412,6 +416,11 @@ class FileLog:
             p = self._partitions[i]
             if end <= p.last_id + 1:
                 _, stop = self.locate(end) if end <= p.last_id else (p, p.size)
+                # A stream's next call starts where this one ends: remember it,
+                # so a tail reader never rescans for its position.
+                if len(self._recent) > 256:
+                    self._recent.clear()
+                self._recent[end] = (p, stop)
                 if stop > off:
                     yield p.path, off, stop - off
                 return
@@ -457,6 +466,7 @@ class FileLog:
                 break
             self._partitions.pop(0)
             self._firsts.pop(0)
+            self._recent.clear()
             total -= oldest.size
             fd = self._read_fds.pop(oldest.number, None)
             if fd is not None:
