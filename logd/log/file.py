@@ -310,6 +310,7 @@ class FileLog:
             os.close(self._fd)
         self._fd = fd
         old.index.save(old.idx_path)
+        self._recent.clear()
         self._partitions.append(new)
         self._firsts.append(first_id)
         log.info("partition_rolled", partition=new.number, first_id=first_id)
@@ -418,9 +419,12 @@ class FileLog:
                 _, stop = self.locate(end) if end <= p.last_id else (p, p.size)
                 # A stream's next call starts where this one ends: remember it,
                 # so a tail reader never rescans for its position.
-                if len(self._recent) > 256:
-                    self._recent.clear()
-                self._recent[end] = (p, stop)
+                # The end of a sealed partition is also the start of the next:
+                # cache only canonical names (the cache is cleared at each roll).
+                if stop < p.size or p is self._partitions[-1]:
+                    if len(self._recent) > 256:
+                        self._recent.clear()
+                    self._recent[end] = (p, stop)
                 if stop > off:
                     yield p.path, off, stop - off
                 return
