@@ -19,7 +19,7 @@ stream of READ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Union
 from zlib import crc32
 
 from . import errors
@@ -28,6 +28,7 @@ from .record import Record
 
 __all__ = [
     "NEED_DATA",
+    "NeedData",
     "Msg",
     "Read",
     "Replicate",
@@ -60,12 +61,12 @@ CRLF = b"\r\n"
 MAX_INT_DIGITS = 19  # ids and counts fit in a signed 64-bit integer
 
 
-class _NeedData:
+class NeedData:
     def __repr__(self) -> str:
         return "NEED_DATA"
 
 
-NEED_DATA = _NeedData()
+NEED_DATA = NeedData()
 
 
 # -- commands -------------------------------------------------------------------
@@ -132,8 +133,11 @@ def _int_arg(name: str, raw: bytes) -> int:
     return int(raw)
 
 
-def _no_args(cls: type) -> object:
-    def build(args: list[bytes]) -> object:
+_Builder = Callable[[list[bytes]], "Command"]
+
+
+def _no_args(cls: Callable[[], Command]) -> _Builder:
+    def build(args: list[bytes]) -> Command:
         if args:
             raise InvalidArgument(f"{cls.__name__.upper()} takes no arguments")
         return cls()
@@ -150,10 +154,10 @@ def _build_msg(args: list[bytes]) -> Msg:
     return Msg(tuple(args))
 
 
-def _ints(cls: type, names: tuple[str, ...], required: int) -> object:
+def _ints(cls: Callable[..., Command], names: tuple[str, ...], required: int) -> _Builder:
     upper = cls.__name__.upper()
 
-    def build(args: list[bytes]) -> object:
+    def build(args: list[bytes]) -> Command:
         if not required <= len(args) <= len(names):
             want = " ".join(n if i < required else f"[{n}]" for i, n in enumerate(names))
             raise InvalidArgument(f"usage: {upper} {want}")
@@ -170,7 +174,7 @@ def _build_stats(args: list[bytes]) -> Stats:
     raise InvalidArgument("usage: STATS [text|msgpack]")
 
 
-_BUILDERS = {
+_BUILDERS: dict[bytes, _Builder] = {
     b"MSG": _build_msg,
     b"READ": _ints(Read, ("start", "limit"), 1),
     b"REPLICATE": _ints(Replicate, ("start", "end"), 1),
@@ -222,7 +226,7 @@ class CommandParser:
             self._pos = 0
         self._buf += data
 
-    def next_command(self) -> Command | _NeedData:
+    def next_command(self) -> Command | NeedData:
         """Return the next complete command, or NEED_DATA.
 
         Raises:
@@ -298,9 +302,9 @@ class CommandParser:
         build = _BUILDERS.get(name)
         if build is None:
             raise UnknownCommand(f"unknown command {name[:32].decode('ascii', 'replace')!r}")
-        return build(args)  # type: ignore[no-any-return]
+        return build(args)
 
-    def _need_data(self) -> _NeedData:
+    def _need_data(self) -> NeedData:
         if self._eof and self.in_progress:
             raise ProtocolError("connection closed inside a command")
         return NEED_DATA
@@ -404,7 +408,7 @@ class ReplyParser:
             if kind in ("ERR", "ERR_CLIENT"):
                 raise errors.from_reply(kind, reason)
 
-    def next_reply(self) -> Ok | OkId | Pong | _NeedData:
+    def next_reply(self) -> Ok | OkId | Pong | NeedData:
         line = self._line()
         if line is None:
             return NEED_DATA
@@ -417,7 +421,7 @@ class ReplyParser:
         self._check_error(line)
         raise ProtocolError(f"unexpected reply {line[:80]!r}")
 
-    def next_body(self) -> Body | _NeedData:
+    def next_body(self) -> Body | NeedData:
         nl = self._buf.find(CRLF, self._pos)
         if nl < 0:
             return NEED_DATA
@@ -437,7 +441,7 @@ class ReplyParser:
         self._pos = start + size + 2
         return Body(bytes(self._buf[start : start + size]))
 
-    def next_record(self) -> Record | Eof | _NeedData:
+    def next_record(self) -> Record | Eof | NeedData:
         """The next item of a READ stream: a verified record, or Eof.
 
         Raises:

@@ -210,7 +210,7 @@ class _Connection:
                     except ClientError as exc:
                         self._reply(out, _Ready(p.encode_error(exc)))
                         continue
-                    if command is p.NEED_DATA:
+                    if isinstance(command, p.NeedData):
                         break
                     if type(command) is p.Close:
                         # Ends a follow now, instead of queueing behind it forever.

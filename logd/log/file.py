@@ -155,9 +155,9 @@ class FileLog:
                         f"(which ends at id {prev.last_id})",
                         partition=number,
                     )
-            active = i == len(found) - 1
-            full = self.verify == "full" or (active and not self.recovered_clean)
-            got = recover_partition(p, active, full, self.allow_corrupt, self.index_interval)
+            is_last = i == len(found) - 1
+            full = self.verify == "full" or (is_last and not self.recovered_clean)
+            got = recover_partition(p, is_last, full, self.allow_corrupt, self.index_interval)
             self._corrupt.extend(got.corrupt)
             self.bytes_dropped += got.bytes_dropped
             if got.bad_tail is not None:
@@ -328,7 +328,7 @@ class FileLog:
             self._fsync,
         )
 
-    def end_sync(self, point: _SyncPoint) -> None:  # type: ignore[override]
+    def end_sync(self, point: _SyncPoint) -> None:
         for fd in point.fds[:-1]:
             self._unsynced_fds.remove(fd)
             os.close(fd)
@@ -493,6 +493,7 @@ class FileLog:
         end = min(end, self._head + 1)
         out: list[Record] = []
         for path, off, length in self.spans(start, end):
+            assert isinstance(path, str)  # FileLog spans are always files
             with open(path, "rb") as f:
                 data = os.pread(f.fileno(), length, off)
             pos = 0

@@ -44,7 +44,7 @@ class MemoryLog:
     def begin_sync(self) -> _Point:
         return _Point(self.head())
 
-    def end_sync(self, point: _Point) -> None:  # type: ignore[override]
+    def end_sync(self, point: _Point) -> None:
         self._synced = max(self._synced, point.head)
 
     def spans(self, start: int, end: int) -> Iterator[Span]:
