@@ -6,6 +6,11 @@ order received, whichever listener (TCP, unix socket) they came from.
 Servers are attributes of the queue (``queue.servers``), not the other way
 round.
 
+Handlers never yield to the hub (no gevent I/O inside them). So when the
+queue is empty, ``submit`` runs the command right away in the caller's
+greenlet: nothing else can run meanwhile, so the order is exactly the one the
+consumer would give, minus two greenlet switches per command (W2 latency).
+
 Commit. A MSG is appended at once, but its reply may wait: under
 ``--fsync always`` the committer greenlet runs fdatasync in the hub's threadpool
 and releases every reply waiting at or below the synced id, so one fsync
@@ -215,6 +220,7 @@ class EventQueue:
         self._greenlets: list[gevent.Greenlet] = []
         self._immediate = fsync.mode != "always"
         self._closed = False
+        self._running = False  # a handler is running (they never yield; this guards it)
 
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self._consume))
@@ -233,7 +239,7 @@ class EventQueue:
         result = AsyncResult()
         if self._closed:
             result.set(p.encode_error(ShuttingDown("server is shutting down")))
-        elif self._queue.empty():
+        elif self._queue.empty() and not self._running:
             self._run(command, peer, result)
         else:
             self._queue.put((command, peer, result))
@@ -254,6 +260,7 @@ class EventQueue:
 
     def _run(self, command: p.Command, peer: Peer, result: AsyncResult) -> None:
         name = type(command).__name__.lower()
+        self._running = True
         try:
             reply = self.handlers.handle(command, peer)
         except LogdError as exc:
@@ -265,6 +272,8 @@ class EventQueue:
             log.exception("command_failed", command=name)
             result.set(p.encode_error(ServerError("internal error")))
             return
+        finally:
+            self._running = False
         self.stats.command(name)
         if type(reply) is WaitCommit:
             if reply.id <= self.committed:
