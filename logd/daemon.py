@@ -10,8 +10,8 @@ event: the work runs in the main greenlet.
 
 from __future__ import annotations
 
+import os
 import signal
-import socket
 
 import gevent
 import structlog
@@ -94,20 +94,11 @@ class Daemon:
         self.queue.drain(timeout)
         gevent.sleep(0)  # let streams send their ERR SHUTDOWN line
         for listener in self.listeners:
-            for conn in list(listener.connections):
-                conn.gone.set()
-                try:
-                    conn.sock.shutdown(socket.SHUT_RD)
-                except OSError:
-                    pass
-        for listener in self.listeners:
-            listener.server.stop(timeout=timeout)
+            listener.stop(timeout)
         self.queue.stop()
         self.log.close()
         if self.config.unix:
             try:
-                import os
-
                 os.unlink(self.config.unix)
             except OSError:
                 pass

@@ -19,7 +19,7 @@ import gevent
 import structlog
 from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
-from gevent.queue import Queue
+from gevent.queue import Full, Queue
 from gevent.server import StreamServer
 
 from . import protocol as p
@@ -101,8 +101,13 @@ class Listener:
         self.server.close()
 
     def stop(self, timeout: float) -> None:
+        """End every connection: pending replies are flushed, then it closes."""
         for conn in list(self.connections):
             conn.gone.set()
+            try:
+                conn.sock.shutdown(socket.SHUT_RD)  # the reader sees EOF and winds down
+            except OSError:
+                pass
         self.server.stop(timeout=timeout)
 
     def handle(self, sock: socket.socket, address: Any) -> None:
@@ -160,7 +165,10 @@ class _Connection:
         finally:
             self.gone.set()
             if not writer.dead:
-                self.pending.put(_CLOSE)
+                try:
+                    self.pending.put_nowait(_CLOSE)
+                except Full:  # the writer is stuck on a peer that does not read
+                    writer.kill()
                 writer.join(timeout=self.config.send_timeout)
                 writer.kill()
 
