@@ -159,9 +159,7 @@ class _Connection:
         try:
             self._read_loop()
         except (OSError, SendTimeout) as exc:
-            if isinstance(exc, SendTimeout):
-                self.listener.stats.incr(st.SLOW_READERS_DROPPED)
-                log.info("slow_reader_dropped")
+            self._note_send_failure(exc)
         finally:
             self.gone.set()
             if not writer.dead:
@@ -171,6 +169,12 @@ class _Connection:
                     writer.kill()
                 writer.join(timeout=self.config.send_timeout)
                 writer.kill()
+
+    def _note_send_failure(self, exc: BaseException) -> None:
+        # A peer that went away needs no note; one that stopped reading does.
+        if isinstance(exc, SendTimeout):
+            self.listener.stats.incr(st.SLOW_READERS_DROPPED)
+            log.info("slow_reader_dropped")
 
     # -- reading ------------------------------------------------------------------
 
@@ -249,9 +253,7 @@ class _Connection:
         try:
             self._write_replies()
         except (OSError, SendTimeout) as exc:
-            if isinstance(exc, SendTimeout):
-                self.listener.stats.incr(st.SLOW_READERS_DROPPED)
-                log.info("slow_reader_dropped")
+            self._note_send_failure(exc)
         finally:
             self.closing = True
             try:
