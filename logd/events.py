@@ -291,12 +291,14 @@ class EventQueue:
     def _publish(self, head: int) -> None:
         """Ids up to ``head`` are committed: release replies, wake readers."""
         self.committed = head
+        # Wake tail readers first: gevent runs wake-ups in order, so records
+        # reach readers before the writers' acks go out (W5 latency).
+        event, self.commit_event = self.commit_event, Event()
+        event.set()
         waiters = self._waiters
         while waiters and waiters[0][0] <= head:
             _, result, reply = waiters.popleft()
             result.set(reply)
-        event, self.commit_event = self.commit_event, Event()
-        event.set()
 
     # -- durability -------------------------------------------------------------------
 

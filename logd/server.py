@@ -230,6 +230,8 @@ class _Connection:
                     self._reply(out, submit(command, self.peer))
             finally:
                 if out:
+                    if self.listener.stats.tail_readers:
+                        gevent.sleep(0)  # tail readers woken by this chunk's commits go first
                     send_all(sock, b"".join(out), timeout)
             if not data:
                 return
