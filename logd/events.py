@@ -132,6 +132,7 @@ class Handlers:
             self.stats.incr(st.WRITE_ERRORS)
             raise
         self.stats.incr(st.MESSAGES_WRITTEN, len(cmd.bodies))
+        self.stats.incr(st.BYTES_WRITTEN, sum(map(len, cmd.bodies)))
         reply = p.encode_ok_id(last)
         if self.fsync.mode == "always":
             return WaitCommit(last, reply)

@@ -291,6 +291,7 @@ def test_stats_text_and_msgpack(logd_server):
     header = w.line()
     data = msgpack.unpackb(w.read_exact(int(header[3:-2]) + 2)[:-2])
     assert data["head"] == 3 and data["partitions"] == 1 and data["cmd_stats"] == 1
+    assert data["messages_written"] == 3 and data["bytes_written"] == 3
 
 
 def test_unix_socket_listener_shares_the_queue(logd_server, tmp_path):
