@@ -148,9 +148,9 @@ def _no_args(cls: Callable[[], Command]) -> _Builder:
 def _build_msg(args: list[bytes]) -> Msg:
     if not args:
         raise InvalidArgument("MSG must supply at least one message")
-    for i, body in enumerate(args, 1):
-        if not body:
-            raise InvalidArgument(f"empty message not allowed (argument {i})")
+    if not all(args):
+        i = next(i for i, body in enumerate(args, 1) if not body)
+        raise InvalidArgument(f"empty message not allowed (argument {i})")
     return Msg(tuple(args))
 
 

@@ -27,7 +27,8 @@ import errno
 import fcntl
 import os
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
 from typing import Callable, Iterator, Sequence
 
 import structlog
@@ -263,22 +264,20 @@ class FileLog:
         except OSError as exc:
             self._undo_write(p, start, exc)
         self.last_write_error = None
+        # Record starts, in C; then one bisect per index entry, not a Python
+        # step per record.
+        starts = list(accumulate(sizes, initial=start))
         index = p.index
-        offsets = index.offsets
         interval = index.interval
-        off = start
-        last_indexed = offsets[-1] if offsets else -interval
-        i = first
-        for size in sizes:
-            if off - last_indexed >= interval:
-                index.ids.append(i)
-                offsets.append(off)
-                last_indexed = off
-            off += size
-            i += 1
-        p.size = off
-        p.last_id = i - 1
-        self._head = i - 1
+        due = (index.offsets[-1] + interval) if index.offsets else start
+        k = bisect_left(starts, due, 0, len(sizes))
+        while k < len(sizes):
+            index.ids.append(first + k)
+            index.offsets.append(starts[k])
+            k = bisect_left(starts, starts[k] + interval, k + 1, len(sizes))
+        p.size = starts[-1]
+        p.last_id = first + len(sizes) - 1
+        self._head = p.last_id
         return self._head
 
     def _undo_write(self, p: Partition, start: int, exc: OSError) -> None:
