@@ -23,6 +23,7 @@ from gevent.socket import wait_write
 from . import protocol as p
 from .errors import CorruptLogError, LogdError, NotRetained, ShuttingDown
 from .log.partition import parse_name
+from .record import MAX_HEADER
 
 if TYPE_CHECKING:
     from .events import EventQueue
@@ -100,7 +101,7 @@ def stream_records(
             if target > next_id:
                 try:
                     if next_id < log_.first_id():
-                        next_id = _finish_deleted(sock, log_, next_id, files, where, timeout)
+                        next_id = _finish_deleted(sock, log_, next_id, target, files, where, timeout)
                         continue
                     bad = log_.corrupt_between(next_id, target)
                     stop_at = max(bad.first, next_id) if bad else target
@@ -127,19 +128,24 @@ def stream_records(
 
 
 def _finish_deleted(
-    sock: socket.socket, log_: Any, next_id: int, files: dict[str, int],
+    sock: socket.socket, log_: Any, next_id: int, target: int, files: dict[str, int],
     where: list[tuple[str, int]], timeout: float,
 ) -> int:
-    """Retention deleted the partition this reader is in: finish it from the
-    fd we hold, then go on with the next partition if it is still there."""
+    """Retention deleted the partition this reader is in: send the rest of it
+    (up to ``target``) from the fd we hold, then go on with the next partition
+    if it is still there. Returns the next id due."""
     if not where or where[-1][0] not in files:
         raise NotRetained(f"records from {next_id} were deleted by retention",
                           first=log_.first_id(), head=log_.head())
     path, offset = where[-1]
     fd = files[path]
-    rest = os.fstat(fd).st_size - offset
-    if rest > 0:
-        send_file(sock, fd, offset, rest, timeout)
+    size = os.fstat(fd).st_size
+    stop, reached = _walk(fd, offset, size, next_id, target)  # the index went with the file
+    if stop > offset:
+        send_file(sock, fd, offset, stop - offset, timeout)
+    if reached == target:
+        where[:] = [(path, stop)]
+        return target
     number = parse_name(os.path.basename(path))
     following = log_.first_id_of(number[0] + 1) if number else None
     if following is None:
@@ -148,6 +154,20 @@ def _finish_deleted(
     os.close(files.pop(path))
     where.clear()
     return following
+
+
+def _walk(fd: int, offset: int, size: int, id: int, target: int) -> tuple[int, int]:
+    """Step over record headers from ``offset`` (record ``id``) until record
+    ``target`` or the end of the file; return (offset, id) reached."""
+    while id < target and offset < size:
+        header = os.pread(fd, MAX_HEADER, offset)
+        nl = header.find(b"\r\n")
+        fields = header[1:nl].split(b" ") if header[:1] == b"+" and nl > 0 else []
+        if len(fields) != 4 or not fields[1].isdigit():
+            raise CorruptLogError(f"no record header at offset {offset} of a deleted partition")
+        offset += nl + 2 + int(fields[1]) + 2
+        id += 1
+    return offset, id
 
 
 def _send_spans(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -311,3 +312,41 @@ def test_check_reports_mid_log_corruption_and_fix_keeps_it(logd_server):
         assert proc.returncode == 1
         assert f"offset {offset}: id {bad_id}: checksum mismatch".encode() in proc.stdout
         assert victim.read_bytes() == before
+
+
+def test_finite_read_ending_inside_a_deleted_partition_stops_at_its_limit(logd_server):
+    """The reader stalls (it does not read) inside partition 1 while retention deletes it;
+    the READ must still end after exactly `limit` records, sent from the fd it holds.
+    30 MB of records: more than loopback's socket buffers hold, so the stream is blocked
+    mid-partition when the deletion happens."""
+    srv = logd_server("--partition-size", "32MiB", "--retain-bytes", "1", "--send-timeout", "60")
+    w = wire(srv)
+    body = lambda i: b"%06d" % i + bytes([i % 251]) * 100_000
+    for i in range(1, 101):
+        append(w, body(i))
+    slow = socket.create_connection((srv.host, srv.port))
+    slow.sendall(b"READ 2\r\n1 1\r\n3 250\r\n")  # ends at id 250, inside partition 1
+    # The stream sends 1..100 (10 MB), blocks on the full socket, and only later
+    # looks for 101..250, after their partition is gone.
+    for i in range(101, 301):
+        append(w, body(i))
+    parts = partitions(srv.data_dir)
+    assert len(parts) == 1  # all 300 records in partition 1
+    for i in range(301, 341):  # rolls to partition 2; retention then deletes partition 1
+        append(w, body(i))
+    srv.wait_event("partition_deleted")
+    assert not parts[0].exists()
+    data = bytearray()
+    deadline = time.monotonic() + 60
+    slow.settimeout(10)
+    while not data.endswith(b"+EOF\r\n") and time.monotonic() < deadline:
+        chunk = slow.recv(1 << 20)
+        assert chunk, "server closed the stream"
+        data += chunk
+    got = records(bytes(data[4:]))
+    assert [i for i, _ in got] == list(range(1, 251))
+    assert all(b == body(i) for i, b in got)
+    assert data.startswith(b"OK\r\n") and data.endswith(encode(250, body(250), 0) + b"+EOF\r\n")
+    slow.settimeout(0.3)
+    with pytest.raises(socket.timeout):
+        slow.recv(1)  # nothing after +EOF
