@@ -413,6 +413,17 @@ def _w5_writer(port: int, codec_name: str, rate: float, duration: float, start_a
     cpu0 = time.process_time()
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ)
+
+    def take_acks() -> int:
+        """Receive what is there; count the complete replies in it."""
+        conn.fill()
+        pos, n = conn.pos, 0
+        while (p := parse(conn.buf, pos)) >= 0:
+            pos = p
+            n += 1
+        conn.pos = pos
+        return n
+
     while sent < total:
         now = perf()
         due = min(total, int((now - t0) * rate) + 1) - sent
@@ -425,30 +436,14 @@ def _w5_writer(port: int, codec_name: str, rate: float, duration: float, start_a
             sent += due
         wait = t0 + sent / rate - perf()
         if sel.select(max(0.0, wait)):
-            conn.fill()
-            pos = conn.pos
-            while True:
-                p = parse(conn.buf, pos)
-                if p < 0:
-                    break
-                pos = p
-                acked += 1
-            conn.pos = pos
+            acked += take_acks()
         if perf() > t0 + duration + IO_TIMEOUT:
             raise BenchTimeout("W5 writer fell behind by more than the I/O timeout")
     t_sent = perf()
     hard = t_sent + IO_TIMEOUT
     while acked < sent and perf() < hard:
         if sel.select(1.0):
-            conn.fill()
-            pos = conn.pos
-            while True:
-                p = parse(conn.buf, pos)
-                if p < 0:
-                    break
-                pos = p
-                acked += 1
-            conn.pos = pos
+            acked += take_acks()
     cpu = time.process_time() - cpu0
     conn.close()
     return {"sent": sent, "acked": acked, "send_wall_s": t_sent - t0, "max_late_ms": late * 1000, "cpu": cpu}

@@ -343,14 +343,19 @@ def test_read_corrupt_cursor_file_is_usage_error(five: Any, tmp_path: Path) -> N
     assert r.returncode == 2
 
 
-def test_read_follow(five: Any) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "logd", "read", "-H", five.addr, "-f", "--from", "4", "-n", "4"],
+def spawn_logd(*args: str) -> subprocess.Popen[bytes]:
+    """``logd ARGS`` in the background, its stdout and stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "logd", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=ENV,
         cwd=REPO,
     )
+
+
+def test_read_follow(five: Any) -> None:
+    proc = spawn_logd("read", "-H", five.addr, "-f", "--from", "4", "-n", "4")
     try:
         reader = LineReader(proc)
         assert [json.loads(x)["id"] for x in reader.take(2)] == [4, 5]
@@ -367,13 +372,7 @@ def test_read_follow(five: Any) -> None:
 
 def test_read_follow_sigterm_saves_cursor(five: Any, tmp_path: Path) -> None:
     cursor = tmp_path / "cursor"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "logd", "read", "-H", five.addr, "-f", "--cursor-file", str(cursor)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-        cwd=REPO,
-    )
+    proc = spawn_logd("read", "-H", five.addr, "-f", "--cursor-file", str(cursor))
     try:
         reader = LineReader(proc)
         assert len(reader.take(5)) == 5
@@ -397,13 +396,7 @@ def test_read_follow_sigterm_saves_cursor(five: Any, tmp_path: Path) -> None:
 
 def test_read_follow_shutdown_exits_3(logd_server: Any) -> None:
     srv = logd_server()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "logd", "read", "-H", srv.addr, "-f"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-        cwd=REPO,
-    )
+    proc = spawn_logd("read", "-H", srv.addr, "-f")
     try:
         with logd.connect(srv.addr) as c:
             c.append(b"one")

@@ -270,12 +270,17 @@ def test_tail_reader_inside_deleted_partition_finishes_it(logd_server):
     assert got == list(enumerate(bodies[10:], 11))
 
 
-def test_check_and_fix(logd_server):
+def stopped_server_with_60_records(logd_server):
     srv = logd_server("--partition-size", "1KiB")
     w = wire(srv)
     for i in range(1, 61):
         append(w, b"check %d" % i)
     assert srv.stop() == 0
+    return srv
+
+
+def test_check_and_fix(logd_server):
+    srv = stopped_server_with_60_records(logd_server)
     proc = run_logd("check", str(srv.data_dir))
     assert proc.returncode == 0, proc.stdout
     assert b"60 records: sound" in proc.stdout
@@ -299,11 +304,7 @@ def test_check_and_fix(logd_server):
 
 
 def test_check_reports_mid_log_corruption_and_fix_keeps_it(logd_server):
-    srv = logd_server("--partition-size", "1KiB")
-    w = wire(srv)
-    for i in range(1, 61):
-        append(w, b"check %d" % i)
-    assert srv.stop() == 0
+    srv = stopped_server_with_60_records(logd_server)
     victim = partitions(srv.data_dir)[0]
     offset, bad_id = _flip_byte_in_record(victim, 3)
     before = victim.read_bytes()

@@ -101,24 +101,6 @@ def batches_bytes(first_id: int, batches: list[list[bytes]]) -> bytes:
     return b"".join(out)
 
 
-def start_again(srv, timeout: float = 15.0) -> None:
-    """Start ``srv`` again on its data dir and wait for the *new* process's ``listening``.
-
-    ``LogdServer.start()`` alone can return before the new process listens: the
-    previous process's stderr pump sets the same "listening" flag when it reaches
-    EOF, which may happen after ``start()`` cleared it (a race in conftest.py).
-    """
-    before = len(srv.events("listening"))
-    srv.start()
-    deadline = time.monotonic() + timeout
-    while len(srv.events("listening")) <= before:
-        assert srv.proc.poll() is None, f"logd exited {srv.proc.returncode}: {srv.logs[-5:]}"
-        assert time.monotonic() < deadline, f"logd did not listen within {timeout}s: {srv.logs[-5:]}"
-        time.sleep(0.01)
-    ev = srv.events("listening")[-1]
-    srv.host, srv.port = ev["host"], ev["port"]
-
-
 def partition_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in Path(data_dir).iterdir() if p.name.endswith(".log"))
 
@@ -261,7 +243,7 @@ class KillRounds:
         assert reached, f"round {r}: only {acks.count} of {target} batches acknowledged within 20s"
 
         before = len(srv.events("tail_truncated"))
-        start_again(srv)  # same data dir
+        srv.start()  # same data dir; waits for this process's listening line
         self.truncations += len(srv.events("tail_truncated")) - before
         self.verify(r, [b for t in writers for b in t.batches], full=r % self.full_every == 0)
 
@@ -391,7 +373,7 @@ def test_lost_unsynced_writes_lose_a_suffix_only(logd_server, tmp_path, policy):
     batches = write_batches(w, rng, b"a", 1, 20)
     w.close()
     assert srv.stop() == 0  # SIGTERM: fsync + clean marker; the synced offset starts at the file size
-    start_again(srv)
+    srv.start()
     w = wire(srv)
     (part,) = partition_files(srv.data_dir)
     size_a = part.stat().st_size
