@@ -152,8 +152,8 @@ def test_bad_request_keeps_connection_usable(logd_server, request_bytes, reply):
 
 
 FRAMING_ERRORS = [
-    b"MSG x\r\n",
-    b"MSG 1 2\r\n",
+    b"MSG 1\r\nx\r\n",
+    b"READ 1\r\nREAD 1 1\r\n",
     b"MSG 1\r\nabc hello\r\n",
     b"MSG 1\r\n3 hello\r\n",
     b"MSG 1\r\n5 hello\n",
