@@ -518,12 +518,12 @@ class _Connection:
             if exc.errno not in _FD_ERRORS:
                 raise
             # Opening a partition failed: say so at this record boundary
-            # rather than close the stream silently (item 7).
+            # rather than close silently (item 7). The stream ends here, as
+            # at any error line; the connection stays usable.
             log.warning("stream_open_failed", error=os.strerror(exc.errno or 0))
             send_all(self.sock, p.encode_error(StorageError(
                 "cannot open a partition: server is out of file descriptors; retry later")),
                 config.send_timeout)
-            raise
         finally:
             if follow:
                 stats.tail_readers -= 1

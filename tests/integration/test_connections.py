@@ -124,7 +124,8 @@ def test_partial_timeout_bounds_the_whole_command_not_each_byte(logd_server):
     for i in range(len(request)):  # one byte every 0.1 s: 11 s to send it all
         try:
             w.send(request[i : i + 1])
-        except OSError:
+        except OSError:  # closed already: what came before the close still counts
+            closed = w.buf
             break
         if not w.nothing_pending(0.1):
             closed = w.read_to_close()
@@ -252,6 +253,8 @@ def test_read_that_cannot_open_a_partition_gets_an_error_line(logd_server):
         rest = reader.read_until(b"\r\n")
     assert got == b"OK\r\n"
     assert rest.startswith(b"ERR STORAGE cannot open a partition: server is out of file descriptors")
+    reader.send(b"PING\r\n")  # the stream ended; the connection did not
+    assert reader.line() == b"PONG\r\n"
     for w in held:
         w.close()
     assert_serves(srv)
