@@ -273,9 +273,11 @@ class _Connection:
                         self.pending.put_nowait(_CLOSE)
                     except Full:  # the writer is stuck on a peer that does not read
                         writer.kill()
-                    writer.join(timeout=self.config.send_timeout or None)
+                    writer.join(timeout=self.config.send_timeout or 30.0)
             except _WriterGone:
                 pass
+            except SendTimeout as exc:  # replies left unread: close now
+                self._note_send_failure(exc)
             finally:
                 self.gone.set()
                 writer.kill()
@@ -313,7 +315,7 @@ class _Connection:
             writer.join(timeout=1.0)
             if not writer.dead and self._peer_gone():
                 self.gone.set()
-                writer.join(timeout=self.config.send_timeout or None)
+                writer.join(timeout=self.config.send_timeout or 30.0)
                 return
 
     def _peer_gone(self) -> bool:

@@ -112,6 +112,17 @@ def test_follow_on_a_half_closed_connection_keeps_following(logd_server):
     assert_serves(srv)
 
 
+def test_half_closed_follow_ends_with_err_shutdown_on_sigterm(logd_server):
+    srv = logd_server()
+    write(srv, b"one")
+    w = wire(srv)
+    w.send(b"READ 1 0\r\n")
+    w.sock.shutdown(socket.SHUT_WR)
+    assert w.read_until(encode(1, b"one")) == b"OK\r\n" + encode(1, b"one")
+    assert srv.stop() == 0
+    assert w.read_to_close() == b"ERR SHUTDOWN server is shutting down\r\n"
+
+
 # -- item 5: slowloris and timeouts -----------------------------------------------
 
 
