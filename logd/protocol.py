@@ -269,6 +269,8 @@ class CommandParser:
                     break  # empty lines are skipped, as typed into telnet
             if len(parts) > 1 and not (len(parts) == 2 and parts[1].isdigit()):
                 # Inline, for hand use: the words after the name are the arguments.
+                if len(parts) - 1 > limits.max_args:  # the line is consumed: not fatal
+                    raise InvalidArgument(f"too many arguments: {len(parts) - 1} (max {limits.max_args})")
                 return _build(parts[0].upper(), parts[1:])
             count = parts[1] if len(parts) == 2 else b"0"
             if len(count) > 6 or int(count) > limits.max_args:
