@@ -312,6 +312,21 @@ def test_bounded_read_waits_for_a_paused_reader_but_a_tail_reader_is_dropped(log
     assert_serves(srv)
 
 
+def test_sigterm_does_not_wait_forever_for_a_paused_bounded_reader(logd_server):
+    srv = logd_server("--fsync", "never", "--shutdown-timeout", "1")
+    for _ in range(5):
+        write(srv, *[b"q" * 4000] * 200)
+    paused = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    paused.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    paused.connect((srv.host, srv.port))
+    paused.sendall(b"READ 1 1000\n")
+    wait_for(lambda: stats(srv)["cmd_read"] == 1, what="READ started")
+    began = time.monotonic()
+    assert srv.stop(timeout=15) == 0
+    assert time.monotonic() - began < 10
+    paused.close()
+
+
 def test_stats_names_version_pid_data_dir_and_listen_address(logd_server, tmp_path):
     import logd
 
