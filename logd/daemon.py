@@ -11,6 +11,7 @@ event: the work runs in the main greenlet.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 
 import gevent
@@ -29,9 +30,36 @@ __all__ = ["Daemon"]
 log = structlog.get_logger("logd.daemon")
 
 
+FD_RESERVE = 64  # descriptors besides clients: partitions, index, listeners, logs
+
+
+def raise_fd_limit(max_clients: int) -> None:
+    """Raise the soft RLIMIT_NOFILE toward the hard one (issue 7, item 7).
+
+    systemd's default soft limit is 1,024, below the default --max-clients.
+    Warn rather than refuse: the server stays useful, and past the limit new
+    clients get an error line (server.py), not a hang.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_clients + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (OSError, ValueError) as exc:
+            log.warning("fd_limit_not_raised", error=str(exc))
+    if soft != resource.RLIM_INFINITY and soft < want:
+        log.warning("fd_limit_low", soft=soft, hard=hard, max_clients=max_clients, needed=want,
+                    serves_about=max(0, soft - FD_RESERVE),
+                    hint="raise the hard limit (LimitNOFILE= under systemd, ulimit -Hn) "
+                    "or lower --max-clients")
+
+
 class Daemon:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        raise_fd_limit(config.max_clients)
         self.stats = Stats()
         self.log = FileLog(
             config.data_dir,

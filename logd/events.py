@@ -24,6 +24,7 @@ sets ``queue.commit_event`` so tailing readers wake and send the new bytes.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ import structlog
 from gevent.event import AsyncResult, Event
 from gevent.queue import Queue
 
+from . import __version__
 from . import protocol as p
 from . import stats as st
 from .config import FsyncPolicy
@@ -247,7 +249,18 @@ class EventQueue:
         return result
 
     def _queue_stats(self) -> dict[str, Any]:
-        return {"queue_depth": self._queue.qsize(), "commit_waiters": len(self._waiters)}
+        listen = []
+        for server in self.servers:
+            addr = server.address
+            listen.append(addr if isinstance(addr, str) else f"{addr[0]}:{addr[1]}")
+        return {
+            "queue_depth": self._queue.qsize(),
+            "commit_waiters": len(self._waiters),
+            "version": __version__,
+            "pid": os.getpid(),
+            "data_dir": getattr(self.log, "directory", ""),
+            "listen": " ".join(listen),
+        }
 
     # -- the consumer ---------------------------------------------------------------
 

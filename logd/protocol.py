@@ -5,6 +5,12 @@ Requests (docs/protocol.rst has the byte-by-byte description)::
     <CMD> <nargs>\\r\\n               then, nargs times:
     <len> <bytes>\\r\\n               exactly len bytes, any byte allowed
     <CMD>\\r\\n                       zero arguments, for nc and telnet
+    <CMD> <word> <word>...\\r\\n      inline, for hand use (Redis's inline form)
+
+A command line may end in LF alone (``nc`` without ``-C``); a framed
+argument always ends in CRLF, since a length off by one would otherwise take
+the CR into the message unnoticed. The line is inline unless it is exactly
+``<CMD> <number>``: one number after the name is always the count.
 
 ``CommandParser`` follows h11's shape: ``receive_data()`` feeds bytes,
 ``next_command()`` returns a command or ``NEED_DATA``. It raises
@@ -188,6 +194,19 @@ _BUILDERS: dict[bytes, _Builder] = {
 }
 
 
+_NO_CRLF = (
+    "argument not followed by CRLF (length mismatch, or nc without -C?); "
+    "framed arguments end in CRLF, or type them inline: 'MSG hello world'"
+)
+
+
+def _build(name: bytes, args: list[bytes]) -> Command:
+    build = _BUILDERS.get(name)
+    if build is None:
+        raise UnknownCommand(f"unknown command {name[:32].decode('ascii', 'replace')!r}")
+    return build(args)
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """What one request may be. Past these, the connection is closed."""
@@ -237,25 +256,26 @@ class CommandParser:
         limits = self.limits
         if self._name is None:
             while True:
-                nl = buf.find(CRLF, self._pos, self._pos + limits.max_line + 2)
+                nl = buf.find(b"\n", self._pos, self._pos + limits.max_line + 2)
                 if nl < 0:
                     # max_line bytes and a lone '\r' may still be a valid line.
                     if len(buf) - self._pos > limits.max_line + 1:
                         raise ProtocolError(f"command line longer than {limits.max_line} bytes")
                     return self._need_data()
                 line = bytes(buf[self._pos : nl])
-                self._pos = nl + 2
-                if line.strip():
+                self._pos = nl + 1
+                parts = line.split()
+                if parts:
                     break  # empty lines are skipped, as typed into telnet
-            parts = line.split(b" ")
-            if len(parts) == 1:
-                nargs = 0
-            elif len(parts) == 2 and parts[1].isdigit() and len(parts[1]) <= 6:
-                nargs = int(parts[1])
-            else:
-                raise ProtocolError("command line must be '<CMD> <nargs>'")
-            if nargs > limits.max_args:
-                raise ProtocolError(f"too many arguments: {nargs} (max {limits.max_args})")
+            if len(parts) > 1 and not (len(parts) == 2 and parts[1].isdigit()):
+                # Inline, for hand use: the words after the name are the arguments.
+                if len(parts) - 1 > limits.max_args:  # the line is consumed: not fatal
+                    raise InvalidArgument(f"too many arguments: {len(parts) - 1} (max {limits.max_args})")
+                return _build(parts[0].upper(), parts[1:])
+            count = parts[1] if len(parts) == 2 else b"0"
+            if len(count) > 6 or int(count) > limits.max_args:
+                raise ProtocolError(f"too many arguments: {count[:20].decode()} (max {limits.max_args})")
+            nargs = int(count)
             self._name = parts[0].upper()
             self._nargs = nargs
             self._args = []
@@ -270,28 +290,34 @@ class CommandParser:
         try:
             while len(args) < nargs:
                 sp = buf.find(b" ", pos, pos + 21)
+                raw = buf[pos:sp] if sp >= 0 else buf[pos : pos + 21]
+                # Fail at the first wrong byte: a person typing waits for nothing.
+                if (sp >= 0 or raw) and not raw.isdigit():
+                    raise ProtocolError(self._expected_argument(len(args), bytes(raw[:20])))
                 if sp < 0:
-                    if end - pos > 20:
-                        raise ProtocolError("argument must start with '<len> '")
+                    if len(raw) > 20:
+                        raise ProtocolError("argument length longer than 20 digits")
                     return self._need_data()
-                raw = buf[pos:sp]
-                if not raw.isdigit():
-                    raise ProtocolError(f"bad argument length {bytes(raw[:20])!r}")
                 size = int(raw)
                 if size > max_message:
                     raise ProtocolError(f"argument of {size} bytes exceeds max {max_message}")
                 if size_total + size > max_request:
                     raise ProtocolError(f"request exceeds max {max_request} bytes")
                 stop = sp + 1 + size
+                if end <= stop:
+                    return self._need_data()
+                # Exactly CRLF after the bytes, never LF alone: a length one too
+                # long would otherwise swallow the CR into the message unnoticed.
                 if end < stop + 2:
                     if end > stop and buf[stop] != 0x0D:  # fail now, not at the timeout
-                        raise ProtocolError("argument not followed by CRLF (length mismatch?)")
+                        raise ProtocolError(_NO_CRLF)
                     return self._need_data()
                 if buf[stop] != 0x0D or buf[stop + 1] != 0x0A:
-                    raise ProtocolError("argument not followed by CRLF (length mismatch?)")
+                    raise ProtocolError(_NO_CRLF)
+                after = stop + 2
                 args.append(bytes(view[sp + 1 : stop]))
                 size_total += size
-                pos = stop + 2
+                pos = after
         finally:
             view.release()
             self._pos = pos
@@ -299,10 +325,16 @@ class CommandParser:
         name = self._name
         self._name = None
         self._args = []
-        build = _BUILDERS.get(name)
-        if build is None:
-            raise UnknownCommand(f"unknown command {name[:32].decode('ascii', 'replace')!r}")
-        return build(args)
+        return _build(name, args)
+
+    def _expected_argument(self, index: int, got: bytes) -> str:
+        name = (self._name or b"").decode("ascii", "replace")
+        return (
+            f"expected argument {index + 1} of {self._nargs} as '<len> <bytes>', got {got!r}; "
+            f"'{name} {self._nargs}' announces {self._nargs} framed argument(s). "
+            f"To type arguments on the command line, put two or more words after the name "
+            f"(e.g. 'READ 1 10', 'MSG hello')"
+        )
 
     def _need_data(self) -> NeedData:
         if self._eof and self.in_progress:

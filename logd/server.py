@@ -6,13 +6,22 @@ parses commands and submits them to the queue, keeping up to
 coalescing the ready ones into one send. A READ reply is a ``Stream``: the
 writer sends the records itself, straight from the partition files with
 ``os.sendfile`` (``stream.py``), so the event queue never waits on a reader.
+
+How a connection ends (issue 7; docs/protocol.rst, "Connections"): at EOF
+(a half-close) the writer still answers everything received, then closes; on
+a timeout or a framing error a last error line goes out after the replies
+due; when the writer fails (peer gone, or it takes nothing for the send
+timeout) the reader is woken wherever it waits, so the fd, both greenlets and
+the ``--max-clients`` slot are released at once.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import socket
+import time
 from typing import Any
 
 import gevent
@@ -25,7 +34,7 @@ from gevent.server import StreamServer
 from . import protocol as p
 from . import stats as st
 from .config import ServerConfig
-from .errors import ClientError, ProtocolError, TooManyClients
+from .errors import ClientError, ProtocolError, StorageError, TooManyClients
 from .events import CloseAfter, EventQueue, Peer, Stream
 from .stream import SendTimeout, send_all, stream_records
 
@@ -35,6 +44,21 @@ log = structlog.get_logger("logd.server")
 
 _conn_ids = itertools.count(1)
 _CLOSE = object()
+_FD_ERRORS = (errno.EMFILE, errno.ENFILE)
+FD_LOG_INTERVAL = 10.0  # seconds between two "out of file descriptors" log lines
+
+# How _read_loop ended, which decides how the connection winds down.
+_EOF = "eof"  # the peer stopped sending: answer everything, then close
+_ENDING = "ending"  # we end it after a last line (timeout, framing error)
+_BROKEN = "broken"  # the peer is gone or stuck: close now
+
+
+class _Timeout(ClientError):
+    code = "TIMEOUT"
+
+
+class _WriterGone(Exception):
+    """Raised in the reader when the writer ended: nothing more can be answered."""
 
 
 class _Ready:
@@ -74,6 +98,71 @@ def unix_listener(path: str, backlog: int = 511) -> socket.socket:
     return sock
 
 
+class _Server(StreamServer):
+    """StreamServer that survives running out of file descriptors.
+
+    gevent prints a traceback for every failed accept and retries at once.
+    On EMFILE/ENFILE we log once per FD_LOG_INTERVAL, turn the waiting client
+    away with an error line using a spare descriptor kept for that (nginx,
+    libuv), and pause accepting briefly, then carry on serving.
+    """
+
+    def __init__(self, *args: Any, stats: st.Stats, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logd_stats = stats
+        self._spare: int | None = _open_spare()
+        self._fd_failures = 0
+        self._fd_logged = 0.0
+
+    def do_read(self) -> Any:
+        try:
+            return super().do_read()
+        except OSError as exc:
+            if exc.errno not in _FD_ERRORS:
+                raise
+            self._out_of_fds(exc)
+            return None
+
+    def _out_of_fds(self, exc: OSError) -> None:
+        stats = self.logd_stats
+        stats.incr(st.ACCEPT_FD_ERRORS)
+        self._fd_failures += 1
+        now = time.monotonic()
+        if now - self._fd_logged >= FD_LOG_INTERVAL:
+            log.warning("accept_failed", error=os.strerror(exc.errno or 0), failures=self._fd_failures,
+                        connections=stats.connections, hint="raise the fd limit (LimitNOFILE=) "
+                        "or lower --max-clients")
+            self._fd_logged, self._fd_failures = now, 0
+        if self._spare is not None:
+            os.close(self._spare)
+            self._spare = None
+            try:
+                fd, _ = self.socket._accept()
+                conn = socket.socket(fileno=fd)
+            except OSError:
+                conn = None
+            if conn is not None:
+                stats.incr(st.CONNECTIONS_REJECTED)
+                try:
+                    conn.setblocking(False)
+                    conn.send(p.encode_error(TooManyClients("server is out of file descriptors; try later")))
+                except OSError:
+                    pass
+                conn.close()
+            self._spare = _open_spare()
+        # Pause accepting; connections in flight will free descriptors.
+        self.stop_accepting()
+        self._timer = self.loop.timer(0.1)
+        self._timer.start(self._start_accepting_if_started)
+
+
+def _open_spare() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
 class Listener:
     """One StreamServer feeding the shared EventQueue."""
 
@@ -85,7 +174,7 @@ class Listener:
         self.is_unix = sock.family == socket.AF_UNIX
         # The pool is a hard cap above max_clients: past max_clients we still
         # accept, to say so, instead of leaving clients hanging in the backlog.
-        self.server = StreamServer(sock, self.handle, spawn=Pool(config.max_clients + 64))
+        self.server = _Server(sock, self.handle, spawn=Pool(config.max_clients + 64), stats=self.stats)
         self.connections: set[_Connection] = set()
         queue.servers.append(self)
 
@@ -151,79 +240,166 @@ class _Connection:
         self.pending: Queue = Queue(self.config.max_pipeline)
         self.gone = Event()  # the peer disconnected, or the server is stopping
         self.close_requested = Event()  # CLOSE arrived: ends a follow early
-        self.closing = False
+        self.closing = False  # the writer has ended: stop reading
         self.writer_busy = False
+        self.command_began = 0.0  # when the first byte of the incomplete command came
+        self.reader_waiting = False  # the reader is blocked on a full pipeline
+        self.reader: Any = None
+        self.writer: Any = None
 
     def run(self) -> None:
-        writer = gevent.spawn(self._write_loop)
+        self.reader = gevent.getcurrent()
+        writer = self.writer = gevent.spawn(self._write_loop)
+        ended = _BROKEN
         try:
-            self._read_loop()
+            ended = self._read_loop()
         except (OSError, SendTimeout) as exc:
             self._note_send_failure(exc)
+        except _WriterGone:
+            pass
         finally:
-            self.gone.set()
-            if not writer.dead:
-                try:
-                    self.pending.put_nowait(_CLOSE)
-                except Full:  # the writer is stuck on a peer that does not read
-                    writer.kill()
-                writer.join(timeout=self.config.send_timeout)
+            try:
+                if ended == _EOF and not writer.dead:
+                    # A half-close ends the peer's sending, not its reading: the
+                    # writer answers everything received, then closes (item 4).
+                    self._enqueue(_CLOSE)
+                    self._wait_writer_after_eof(writer)
+                elif not writer.dead:
+                    if ended == _ENDING:
+                        self.close_requested.set()  # a follow ends with +EOF, then the last line
+                    else:
+                        self.gone.set()
+                    try:
+                        self.pending.put_nowait(_CLOSE)
+                    except Full:  # the writer is stuck on a peer that does not read
+                        writer.kill()
+                    writer.join(timeout=self.config.send_timeout or 30.0)
+            except _WriterGone:
+                pass
+            except SendTimeout as exc:  # replies left unread: close now
+                self._note_send_failure(exc)
+            finally:
+                self.gone.set()
                 writer.kill()
+
+    def _enqueue(self, item: Any) -> None:
+        """Put on the pipeline, waiting while it is full, at most the send timeout.
+
+        Raises:
+            SendTimeout: the peer left max_pipeline replies unread that long (item 6).
+            _WriterGone: the writer ended meanwhile; nobody will take it.
+        """
+        if self.writer.dead:
+            raise _WriterGone()
+        self.reader_waiting = True
+        try:
+            self.pending.put(item, timeout=self.config.send_timeout or None)
+        except Full:
+            raise SendTimeout() from None
+        finally:
+            self.reader_waiting = False
+
+    def _wait_writer_after_eof(self, writer: gevent.Greenlet) -> None:
+        # Only a follow lasts: it runs until the server stops or the peer is
+        # really gone. A peer that closed after its FIN sends nothing more, so
+        # ask TCP keepalive to probe soon, and look once a second for the
+        # reset that a record or a probe draws (recv only says EOF again).
+        if not self.listener.is_unix:
+            for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+                if hasattr(socket, name):
+                    try:
+                        self.sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+                    except OSError:
+                        pass
+        while not writer.dead:
+            writer.join(timeout=1.0)
+            if not writer.dead and self._peer_gone():
+                self.gone.set()
+                writer.join(timeout=self.config.send_timeout or 30.0)
+                return
+
+    def _peer_gone(self) -> bool:
+        if self.listener.is_unix:
+            return False  # a unix peer that went is seen at the next send
+        try:
+            if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                return True
+            if hasattr(socket, "TCP_INFO"):  # Linux: state 7 is TCP_CLOSE (reset)
+                return self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 7
+        except OSError:
+            return True
+        return False
 
     def _note_send_failure(self, exc: BaseException) -> None:
         # A peer that went away needs no note; one that stopped reading does.
         if isinstance(exc, SendTimeout):
             self.listener.stats.incr(st.SLOW_READERS_DROPPED)
-            log.info("slow_reader_dropped")
+            log.info("slow_reader_dropped", send_timeout=self.config.send_timeout)
 
     # -- reading ------------------------------------------------------------------
 
-    def _recv_timeout(self) -> float | None:
-        if self.parser.in_progress:
-            return self.config.partial_timeout or None
-        return self.config.idle_timeout or None
+    def _recv_timeout(self) -> tuple[float | None, bool]:
+        """Seconds to wait for the next bytes, and whether a command is incomplete."""
+        config = self.config
+        if self.parser.in_progress and config.partial_timeout:
+            # The whole command is bounded from its first byte, not each byte.
+            return max(0.0, self.command_began + config.partial_timeout - time.monotonic()), True
+        return config.idle_timeout or None, False
 
     def _idle(self) -> bool:
         # Waiting on our own replies or a stream is not idleness.
         return self.pending.empty() and not self.writer_busy
 
-    def _read_loop(self) -> None:
+    def _timeout_line(self, partial: bool) -> bytes:
+        if partial:
+            exc = _Timeout(f"command incomplete after {self.config.partial_timeout:g} s "
+                           "(--partial-timeout); closing")
+        else:
+            exc = _Timeout(f"idle for {self.config.idle_timeout:g} s (--idle-timeout); closing")
+        return p.encode_error(exc)
+
+    def _read_loop(self) -> str:
         sock, parser, submit = self.sock, self.parser, self.queue.submit
         timeout = self.config.send_timeout
         while not self.closing:
+            wait, partial = self._recv_timeout()
             try:
-                wait = self._recv_timeout()
                 if wait is None:
                     data = sock.recv(262144)
                 else:
                     with gevent.Timeout(wait):
                         data = sock.recv(262144)
             except gevent.Timeout:
-                if not parser.in_progress and not self._idle():
+                if not partial and not self._idle():
                     continue
                 self.listener.stats.incr(st.TIMEOUTS)
-                log.info("connection_timeout", partial=parser.in_progress)
-                return
+                log.info("connection_timeout", partial=partial)
+                self._end_with(self._timeout_line(partial))
+                return _ENDING
             except OSError:
-                return
+                return _BROKEN
+            was_in_progress = parser.in_progress
             parser.receive_data(data)
+            completed = False
             # Replies that are ready, with nothing queued ahead of them, are sent
             # from here in one write per received chunk; the rest go to the writer.
             out: list[bytes] = []
             try:
-                while True:
+                while not self.closing:
                     try:
                         command = parser.next_command()
                     except ProtocolError as exc:
                         self.listener.stats.incr(st.PROTOCOL_ERRORS)
                         log.info("protocol_error", error=exc.message)
                         self._reply(out, _Ready(CloseAfter(p.encode_error(exc))))
-                        return
+                        return _ENDING
                     except ClientError as exc:
+                        completed = True
                         self._reply(out, _Ready(p.encode_error(exc)))
                         continue
                     if isinstance(command, p.NeedData):
                         break
+                    completed = True
                     if type(command) is p.Close:
                         # Ends a follow now, instead of queueing behind it forever.
                         self.close_requested.set()
@@ -233,8 +409,24 @@ class _Connection:
                     if self.listener.stats.tail_readers:
                         gevent.sleep(0)  # tail readers woken by this chunk's commits go first
                     send_all(sock, b"".join(out), timeout)
+            if parser.in_progress and (completed or not was_in_progress):
+                self.command_began = time.monotonic()
             if not data:
-                return
+                return _EOF
+        return _BROKEN
+
+    def _end_with(self, line: bytes) -> None:
+        """Queue a last line after every reply due; the writer then closes."""
+        if self._idle():
+            try:
+                send_all(self.sock, line, 1.0)
+            except (OSError, SendTimeout):
+                pass
+            return
+        try:
+            self.pending.put_nowait(_Ready(CloseAfter(line)))
+        except Full:
+            pass
 
     def _reply(self, out: list[bytes], result: Any) -> None:
         if not self.writer_busy and self.pending.empty() and result.ready():
@@ -245,7 +437,7 @@ class _Connection:
         if out:
             send_all(self.sock, b"".join(out), self.config.send_timeout)
             out.clear()
-        self.pending.put(result)  # blocks when max_pipeline replies are due
+        self._enqueue(result)
 
     # -- writing ------------------------------------------------------------------
 
@@ -259,9 +451,13 @@ class _Connection:
         finally:
             self.closing = True
             try:
-                self.sock.shutdown(socket.SHUT_RDWR)
+                self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader, wherever it waits
             except OSError:
                 pass
+            # A reader blocked on the full pipeline would wait for nobody:
+            # wake it, so the connection and its count go now (item 6).
+            if self.reader_waiting:
+                self.reader.kill(_WriterGone, block=False)
 
     def _write_replies(self) -> None:
         pending, sock, timeout = self.pending, self.sock, self.config.send_timeout
@@ -298,6 +494,16 @@ class _Connection:
     def _stream(self, stream: Stream) -> None:
         stats = self.listener.stats
         follow = stream.limit == 0
+        config = self.config
+        if follow or not self.pending.empty():
+            # A tail reader, or a pipeline queued behind this READ: a reader
+            # that takes nothing for the send timeout is dropped.
+            timeout = config.send_timeout
+        else:
+            # A bounded READ holds one fd and reads from disk at the reader's
+            # pace: a paused reader (logd read | less) waits, bounded only by
+            # the idle timeout, as an idle connection is (issue 7, item 18).
+            timeout = config.idle_timeout
         if follow:
             stats.tail_readers += 1
         try:
@@ -308,8 +514,18 @@ class _Connection:
                 stream.limit,
                 self.gone,
                 self.close_requested if follow else None,
-                self.config.send_timeout,
+                timeout,
             )
+        except OSError as exc:
+            if exc.errno not in _FD_ERRORS:
+                raise
+            # Opening a partition failed: say so at this record boundary
+            # rather than close silently (item 7). The stream ends here, as
+            # at any error line; the connection stays usable.
+            log.warning("stream_open_failed", error=os.strerror(exc.errno or 0))
+            send_all(self.sock, p.encode_error(StorageError(
+                "cannot open a partition: server is out of file descriptors; retry later")),
+                config.send_timeout)
         finally:
             if follow:
                 stats.tail_readers -= 1

@@ -17,6 +17,7 @@ BYTES_WRITTEN = "bytes_written"
 FSYNCS = "fsyncs"
 FSYNC_ERRORS = "fsync_errors"
 WRITE_ERRORS = "write_errors"
+ACCEPT_FD_ERRORS = "accept_fd_errors"
 
 
 class Stats:
@@ -57,6 +58,7 @@ class Stats:
             FSYNCS,
             FSYNC_ERRORS,
             WRITE_ERRORS,
+            ACCEPT_FD_ERRORS,
         ):
             out[name] = self.counters[name]
         for name, n in sorted(self.commands.items()):

@@ -1,6 +1,7 @@
 """Real ``logd serve`` processes on 127.0.0.1, port 0, a temporary data dir.
 
-``logd_server(*flags, data_dir=None)`` starts one and waits for its
+``logd_server(*flags, data_dir=None, nofile=None)`` starts one (``nofile``:
+a (soft, hard) RLIMIT_NOFILE to start it with) and waits for its
 ``listening`` log line (which carries the bound port); everything it logs is
 kept in ``server.logs`` as dicts. Every server is stopped at teardown.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -24,9 +26,10 @@ STARTUP_TIMEOUT = 15.0
 
 
 class LogdServer:
-    def __init__(self, data_dir: Path, flags: tuple[str, ...]) -> None:
+    def __init__(self, data_dir: Path, flags: tuple[str, ...], nofile: tuple[int, int] | None = None) -> None:
         self.data_dir = data_dir
         self.flags = flags
+        self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE for the process
         self.proc: subprocess.Popen[bytes] | None = None
         self.logs: list[dict[str, Any]] = []
         self.host = "127.0.0.1"
@@ -43,8 +46,10 @@ class LogdServer:
         # process's reader thread must not wake a start() of the next one.
         cmd = [sys.executable, "-m", "logd", "serve", "--port", "0", "--data-dir", str(self.data_dir),
                "--log-format", "json", *self.flags]
+        nofile = self.nofile
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=limit)
         threading.Thread(target=self._pump, args=(self.proc, listening), daemon=True).start()
         if not listening.wait(STARTUP_TIMEOUT) or self.proc.poll() is not None:
             self.kill()
@@ -110,9 +115,10 @@ class LogdServer:
 def logd_server(tmp_path: Path) -> Iterator[Callable[..., LogdServer]]:
     servers: list[LogdServer] = []
 
-    def start(*flags: str, data_dir: Path | str | None = None) -> LogdServer:
+    def start(*flags: str, data_dir: Path | str | None = None,
+              nofile: tuple[int, int] | None = None) -> LogdServer:
         directory = Path(data_dir) if data_dir else tmp_path / f"data{len(servers)}"
-        server = LogdServer(directory, flags)
+        server = LogdServer(directory, flags, nofile)
         servers.append(server)
         return server.start()
 

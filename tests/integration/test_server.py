@@ -152,8 +152,8 @@ def test_bad_request_keeps_connection_usable(logd_server, request_bytes, reply):
 
 
 FRAMING_ERRORS = [
-    b"MSG x\r\n",
-    b"MSG 1 2\r\n",
+    b"MSG 1\r\nx\r\n",
+    b"READ 1\r\nREAD 1 1\r\n",
     b"MSG 1\r\nabc hello\r\n",
     b"MSG 1\r\n3 hello\r\n",
     b"MSG 1\r\n5 hello\n",
@@ -199,7 +199,7 @@ def test_partial_command_timeout_closes_slowloris(logd_server):
     w = wire(srv)
     w.send(b"MSG 1\r\n5 he")
     began = time.monotonic()
-    assert w.read_to_close(timeout=10) == b""
+    assert w.read_to_close(timeout=10).startswith(b"ERR_CLIENT TIMEOUT command incomplete after 0.5 s")
     assert time.monotonic() - began < 9
     assert srv.wait_event("connection_timeout")["partial"] is True
     other = wire(srv)
@@ -212,7 +212,10 @@ def test_idle_timeout(logd_server):
     w = wire(srv)
     w.send(b"PING\r\n")
     assert w.line() == b"PONG\r\n"
-    assert w.read_to_close(timeout=10) == b""
+    assert w.read_to_close(timeout=10) == b"ERR_CLIENT TIMEOUT idle for 0.5 s (--idle-timeout); closing\r\n"
+    other = wire(srv)
+    other.send(b"PING\r\n")
+    assert other.line() == b"PONG\r\n"
 
 
 def test_max_clients_gets_an_error_line(logd_server):

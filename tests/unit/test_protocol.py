@@ -318,6 +318,30 @@ def test_line_of_max_line_plus_one_is_rejected_in_every_split() -> None:
         assert parse_requests(split(b"SHUTDOWNX\r\n"), limits) == [Err(ProtocolError)]
 
 
+def test_lf_command_line_is_answered_without_waiting() -> None:
+    # Issue 7 item 13: 'PING\n' from nc without -C used to wait for a CR forever.
+    parser = CommandParser()
+    parser.receive_data(b"PING\n")
+    assert parser.next_command() == Ping()
+    assert not parser.in_progress
+
+
+def test_typed_text_where_a_length_is_due_fails_at_once_and_says_how() -> None:
+    parser = CommandParser()
+    parser.receive_data(b"READ 1\nhel")  # no space yet: still wrong from its first byte
+    with pytest.raises(ProtocolError) as info:
+        parser.next_command()
+    assert "'<len> <bytes>'" in str(info.value) and "READ 1 10" in str(info.value)
+
+
+def test_lf_after_a_framed_argument_fails_at_once_and_names_nc_c() -> None:
+    parser = CommandParser()
+    parser.receive_data(b"MSG 1\n5 hello\n")
+    with pytest.raises(ProtocolError) as info:
+        parser.next_command()
+    assert "nc without -C" in str(info.value) and "inline" in str(info.value)
+
+
 # -- command encoding (client side) ------------------------------------------------
 
 

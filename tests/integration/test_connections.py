@@ -1,0 +1,361 @@
+"""Connections that misbehave or end oddly (issue 7): half-closes, slowloris,
+clients that never read, running out of file descriptors, paused readers, and
+commands typed by hand. Each bad case ends with a PING that is answered."""
+
+from __future__ import annotations
+
+import resource
+import socket
+import struct
+import time
+
+import msgpack
+import pytest
+
+from logd import protocol
+from logd.record import encode
+
+from .wire import Wire, records
+
+pytestmark = pytest.mark.integration
+
+
+def wire(server, timeout: float = 10.0) -> Wire:
+    return Wire(server.host, server.port, timeout)
+
+
+def assert_serves(server, deadline: float = 10.0) -> None:
+    """A new client gets PONG (retrying while the server frees a slot)."""
+    end = time.monotonic() + deadline
+    got = b""
+    for _ in range(500):
+        try:
+            w = wire(server, timeout=2)
+            w.send(b"PING\r\n")
+            got = w.line()
+            w.close()
+        except (AssertionError, OSError) as exc:
+            got = repr(exc).encode()
+        if got == b"PONG\r\n" or time.monotonic() > end:
+            break
+        time.sleep(0.05)
+    assert got == b"PONG\r\n"
+
+
+def stats(server) -> dict:
+    w = wire(server)
+    w.cmd("STATS", "msgpack")
+    header = w.line()
+    data = msgpack.unpackb(w.read_exact(int(header[3:-2]) + 2)[:-2])
+    w.close()
+    return data
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
+    end = time.monotonic() + timeout
+    last = None
+    for _ in range(2000):
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() > end:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+def write(server, *bodies: bytes) -> None:
+    w = wire(server)
+    w.cmd("MSG", *bodies)
+    assert w.line().startswith(b"OK ")
+    w.close()
+
+
+# -- item 4: half-closed connections ------------------------------------------------
+
+
+def test_bounded_read_on_a_half_closed_connection_gets_every_record(logd_server):
+    srv = logd_server()
+    write(srv, b"one", b"two", b"three")
+    w = wire(srv)
+    w.send(b"READ 2\r\n1 1\r\n1 3\r\n")  # what `printf ... | nc -N` sends
+    w.sock.shutdown(socket.SHUT_WR)
+    assert w.read_to_close() == (b"OK\r\n" + encode(1, b"one", 2) + encode(2, b"two", 1)
+                                 + encode(3, b"three", 0) + b"+EOF\r\n")
+    assert_serves(srv)
+
+
+def test_replies_after_a_read_come_after_its_stream_on_half_close(logd_server):
+    srv = logd_server()
+    write(srv, b"a", b"b")
+    w = wire(srv)
+    w.send(b"READ 2\r\n1 1\r\n1 2\r\nPING\r\nHEAD\r\n")
+    w.sock.shutdown(socket.SHUT_WR)
+    assert w.read_to_close() == (b"OK\r\n" + encode(1, b"a", 1) + encode(2, b"b", 0)
+                                 + b"+EOF\r\nPONG\r\nOK 2\r\n")
+    assert_serves(srv)
+
+
+def test_follow_on_a_half_closed_connection_keeps_following(logd_server):
+    srv = logd_server()
+    write(srv, b"old")
+    w = wire(srv)
+    w.send(b"READ 1 0\r\n")
+    w.sock.shutdown(socket.SHUT_WR)  # nc -N: stdin ended, the output still matters
+    assert w.read_until(encode(1, b"old")) == b"OK\r\n" + encode(1, b"old")
+    write(srv, b"new")
+    assert w.read_until(encode(2, b"new")) == encode(2, b"new")
+    assert stats(srv)["tail_readers"] == 1
+    w.close()  # the peer really goes: the next record finds that out
+    write(srv, b"newer")
+    wait_for(lambda: stats(srv)["tail_readers"] == 0, what="tail reader released")
+    assert_serves(srv)
+
+
+def test_half_closed_follow_ends_with_err_shutdown_on_sigterm(logd_server):
+    srv = logd_server()
+    write(srv, b"one")
+    w = wire(srv)
+    w.send(b"READ 1 0\r\n")
+    w.sock.shutdown(socket.SHUT_WR)
+    assert w.read_until(encode(1, b"one")) == b"OK\r\n" + encode(1, b"one")
+    assert srv.stop() == 0
+    assert w.read_to_close() == b"ERR SHUTDOWN server is shutting down\r\n"
+
+
+# -- item 5: slowloris and timeouts -----------------------------------------------
+
+
+def test_partial_timeout_bounds_the_whole_command_not_each_byte(logd_server):
+    srv = logd_server("--partial-timeout", "1")
+    w = wire(srv)
+    began = time.monotonic()
+    request = b"MSG 1\r\n100 " + b"x" * 100
+    closed = b""
+    for i in range(len(request)):  # one byte every 0.1 s: 11 s to send it all
+        try:
+            w.send(request[i : i + 1])
+        except OSError:  # closed already: what came before the close still counts
+            closed = w.buf
+            break
+        if not w.nothing_pending(0.1):
+            closed = w.read_to_close()
+            break
+    elapsed = time.monotonic() - began
+    assert closed.startswith(b"ERR_CLIENT TIMEOUT command incomplete after 1 s (--partial-timeout)")
+    assert elapsed < 4, elapsed
+    assert_serves(srv)
+
+
+# -- item 6: clients that never read ------------------------------------------------
+
+
+def _never_reads(server, request: bytes) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((server.host, server.port))
+    s.settimeout(5)
+    try:
+        s.sendall(request)
+    except (socket.timeout, OSError):
+        pass  # the server stopped reading us: the pipeline is full
+    return s
+
+
+def _reset(s: socket.socket) -> None:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # RST, not FIN
+
+
+def test_clients_that_pipeline_and_never_read_are_dropped_and_free_their_slot(logd_server):
+    srv = logd_server("--max-clients", "3", "--send-timeout", "1", "--fsync", "never")
+    body = b"r" * 1000
+    for _ in range(4):
+        write(srv, *[body] * 500)
+    reads = protocol.encode_command("READ", 1, 2000) * 3000
+    statses = b"STATS\r\n" * 200000
+    bad = [_never_reads(srv, reads), _never_reads(srv, reads), _never_reads(srv, statses)]
+    _reset(bad[0])  # one resets; the others just sit there
+    began = time.monotonic()
+    assert_serves(srv, deadline=20)
+    assert time.monotonic() - began < 15
+    # Every dropped connection gave its slot back: three fresh clients at once.
+    fresh = [wire(srv) for _ in range(3)]
+    wait_for(lambda: stats_after_close(srv, fresh), what="three fresh clients served")
+    wait_for(lambda: stats(srv)["connections"] == 1, what="STATS connections back to 1")
+    assert stats(srv)["slow_readers_dropped"] >= 2
+    for s in bad[1:]:
+        s.close()
+    assert_serves(srv)
+
+
+def stats_after_close(srv, fresh: list[Wire]) -> bool:
+    replies = []
+    for w in fresh:
+        w.send(b"PING\r\n")
+        replies.append(w.line())
+    ok = replies == [b"PONG\r\n"] * 3
+    if ok:
+        for w in fresh:
+            w.close()
+    else:  # one was refused: try again with new ones
+        for i, w in enumerate(fresh):
+            w.close()
+            fresh[i] = wire(srv)
+    return ok
+
+
+# -- item 7: file descriptors ---------------------------------------------------------
+
+
+def test_soft_fd_limit_is_raised_toward_the_hard_limit(logd_server):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 400:
+        pytest.skip(f"hard fd limit {hard} too low for this test")
+    srv = logd_server("--max-clients", "300", nofile=(100, hard))
+    got_soft, got_hard = resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE)
+    assert got_soft >= 300 + 64 and got_hard == hard
+    assert not srv.events("fd_limit_low")
+
+
+def test_out_of_fds_warns_at_start_errors_new_clients_and_keeps_serving(logd_server):
+    srv = logd_server("--max-clients", "200", nofile=(48, 48))
+    warning = srv.wait_event("fd_limit_low")
+    assert warning["max_clients"] == 200 and warning["soft"] == 48
+    held = []
+    refused = b""
+    for _ in range(80):  # more connections than descriptors
+        w = wire(srv, timeout=5)
+        w.send(b"PING\r\n")
+        reply = w.line()
+        held.append(w)
+        if reply != b"PONG\r\n":
+            refused = reply
+            break
+    assert refused == b"ERR MAXCLIENTS server is out of file descriptors; try later\r\n"
+    srv.wait_event("accept_failed")
+    for w in held:
+        w.close()
+    assert_serves(srv)
+    assert not [e for e in srv.logs if "Traceback" in str(e) or e.get("exc_info")]
+    assert len(srv.events("accept_failed")) <= 2  # once per interval, not per accept
+
+
+def test_read_that_cannot_open_a_partition_gets_an_error_line(logd_server):
+    srv = logd_server("--partition-size", "200", "--fsync", "never", nofile=(48, 48))
+    for i in range(20):
+        write(srv, b"x" * 60, b"y" * 60)
+    reader = wire(srv)
+    reader.send(b"PING\r\n")
+    assert reader.line() == b"PONG\r\n"
+    held = []
+    for _ in range(80):
+        w = wire(srv, timeout=5)
+        w.send(b"PING\r\n")
+        reply = w.line()
+        held.append(w)
+        if reply != b"PONG\r\n":
+            break
+    reader.cmd("READ", 1, 40)
+    got = reader.read_until(b"\r\n", timeout=10)
+    rest = reader.read_until(b"\r\n", timeout=10)
+    while rest.startswith(b"+") and b"EOF" not in rest:
+        reader.read_until(b"\r\n")  # the body
+        rest = reader.read_until(b"\r\n")
+    assert got == b"OK\r\n"
+    assert rest.startswith(b"ERR STORAGE cannot open a partition: server is out of file descriptors")
+    reader.send(b"PING\r\n")  # the stream ended; the connection did not
+    assert reader.line() == b"PONG\r\n"
+    for w in held:
+        w.close()
+    assert_serves(srv)
+
+
+# -- item 18: paused readers ------------------------------------------------------------
+
+
+def test_bounded_read_waits_for_a_paused_reader_but_a_tail_reader_is_dropped(logd_server):
+    srv = logd_server("--send-timeout", "1", "--fsync", "never")
+    body = b"p" * 4000
+    for _ in range(10):
+        write(srv, *[body] * 200)  # 8 MB: far more than the socket buffers hold
+    paused = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    paused.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    paused.connect((srv.host, srv.port))
+    paused.sendall(b"READ 2\r\n1 1\r\n4 2000\r\n")  # logd read -n 2000 | less
+    tail = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tail.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    tail.connect((srv.host, srv.port))
+    tail.sendall(b"READ 2\r\n1 1\r\n1 0\r\n")  # logd read -f | less
+    srv.wait_event("slow_reader_dropped", timeout=15)
+    time.sleep(1.5)  # a negative check: the paused bounded READ outlives the send timeout
+    assert stats(srv)["slow_readers_dropped"] == 1
+    # The reader comes back: every record arrives, then +EOF.
+    paused.settimeout(20)
+    parser = protocol.ReplyParser()
+    data = b""
+    while not data.endswith(b"+EOF\r\n"):
+        chunk = paused.recv(1 << 20)
+        assert chunk, "paused reader was dropped"
+        data += chunk
+    assert data.startswith(b"OK\r\n")
+    parser.receive_data(data[4:])
+    ids = []
+    while True:
+        item = parser.next_record()
+        if isinstance(item, protocol.Eof):
+            break
+        ids.append(item.id)
+    assert ids == list(range(1, 2001))
+    tail.close()
+    paused.close()
+    assert_serves(srv)
+
+
+def test_sigterm_does_not_wait_forever_for_a_paused_bounded_reader(logd_server):
+    srv = logd_server("--fsync", "never", "--shutdown-timeout", "1")
+    for _ in range(5):
+        write(srv, *[b"q" * 4000] * 200)
+    paused = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    paused.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    paused.connect((srv.host, srv.port))
+    paused.sendall(b"READ 1 1000\n")
+    wait_for(lambda: stats(srv)["cmd_read"] == 1, what="READ started")
+    began = time.monotonic()
+    assert srv.stop(timeout=15) == 0
+    assert time.monotonic() - began < 10
+    paused.close()
+
+
+def test_stats_names_version_pid_data_dir_and_listen_address(logd_server, tmp_path):
+    import logd
+
+    path = str(tmp_path / "s.sock")
+    srv = logd_server("--unix", path)
+    data = stats(srv)
+    assert data["version"] == logd.__version__
+    assert data["pid"] == srv.proc.pid
+    assert data["data_dir"] == str(srv.data_dir.resolve())
+    assert data["listen"].split() == [f"127.0.0.1:{srv.port}", path]
+
+
+# -- items 13, 14: typed by hand ----------------------------------------------------------
+
+
+def test_lf_line_endings_and_inline_arguments_are_answered_at_once(logd_server):
+    srv = logd_server()
+    w = wire(srv, timeout=3)  # far below the 30 s partial timeout
+    w.send(b"PING\n")
+    assert w.line() == b"PONG\r\n"
+    w.send(b"MSG hello world\nSTATS msgpack\n")
+    assert w.line() == b"OK 2\r\n"
+    assert w.line().startswith(b"OK ")
+    w.buf = b""
+    w.send(b"READ 1 2\n")
+    assert records(w.read_until(b"+EOF\r\n")[4:]) == [(1, b"hello"), (2, b"world")]
+    w.send(b"PING too many\n")
+    assert w.line() == b"ERR_CLIENT BADREQUEST PING takes no arguments\r\n"
+    w.send(b"MSG 1\n5 hello\n")  # framed arguments still end in CRLF: say how
+    reply = w.read_to_close()
+    assert reply.startswith(b"ERR_CLIENT PROTOCOL argument not followed by CRLF") and b"nc without -C" in reply
+    assert_serves(srv)
