@@ -30,6 +30,7 @@ __all__ = [
     "ShuttingDown",
     "TooManyClients",
     "ConnectionLost",
+    "BadAddress",
     "ChecksumError",
     "SequenceError",
     "from_reply",
@@ -162,6 +163,16 @@ class TooManyClients(ServerError):
 
 class ConnectionLost(LogdError):
     code = "CONNECTION"
+
+
+class BadAddress(LogdError, ValueError):
+    """An address the client cannot parse (``host:abc``, a bare port, port 0).
+
+    Also a ``ValueError``, so code written against the older client still
+    catches it; the command line exits 2 (usage) for it.
+    """
+
+    code = "ADDRESS"
 
 
 class ChecksumError(ProtocolError):

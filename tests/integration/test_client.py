@@ -128,7 +128,8 @@ def test_pipeline_and_append_many(logd_server: Any) -> None:
     srv = logd_server()
     with logd.connect(srv.addr) as c:
         results = c.pipeline().append(b"a", b"b").head().ping().append(b"c").stats().execute()
-        assert results[:4] == [range(1, 3), 2, True, range(3, 4)]
+        assert results[:2] == [range(1, 3), 2] and results[3] == range(3, 4)
+        assert type(results[2]) is type(c.ping()) is float  # the round trip, either way
         assert results[4]["head"] == 3
         ranges = c.append_many([[b"x%d" % i for i in range(10)] for _ in range(100)], window=8)
         assert ranges == [range(4 + 10 * i, 14 + 10 * i) for i in range(100)]
