@@ -542,3 +542,35 @@ def test_logd_shutdown_command(logd_server: Any) -> None:
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert r.returncode == 3 and r.stderr.count(b"\n") == 1, r.stderr
+
+
+# -- a long error line ends a stream with its own class (issue 7, item 9) ----------------------
+
+
+def test_corrupt_record_mid_log_is_corrupt_log_error(logd_server: Any) -> None:
+    # With --allow-corrupt the server serves up to a bad record, then ends the
+    # stream with "ERR CORRUPT record 20 in partition ... fails its checks", a
+    # line longer than a record header may be.
+    srv = logd_server()
+    total = 100
+    with logd.connect(srv.addr) as c:
+        c.append(*[b"record-%04d" % i for i in range(1, total + 1)])
+    assert srv.stop() == 0
+    flip_byte(srv.data_dir, b"record-0020", 7)
+    bad = logd_server("--allow-corrupt", data_dir=srv.data_dir)
+    with logd.connect(bad.addr) as c:
+        got = []
+        with pytest.raises(errors.CorruptLogError) as info:
+            for rec in c.read(1, total):
+                got.append(rec.id)
+        assert got == list(range(1, 20))
+        assert "record 20" in info.value.message and len(info.value.reason()) > 64
+    r = subprocess.run(
+        [sys.executable, "-m", "logd", "read", "-H", bad.addr, "-o", "raw"],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [b"record-%04d" % i for i in range(1, 20)]
+    assert r.stderr.startswith(b"logd read: CORRUPT: record 20") and r.stderr.count(b"\n") == 1, r.stderr
