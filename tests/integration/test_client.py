@@ -574,3 +574,30 @@ def test_corrupt_record_mid_log_is_corrupt_log_error(logd_server: Any) -> None:
     assert r.returncode == 1
     assert r.stdout.splitlines() == [b"record-%04d" % i for i in range(1, 20)]
     assert r.stderr.startswith(b"logd read: CORRUPT: record 20") and r.stderr.count(b"\n") == 1, r.stderr
+
+
+# -- addresses on the command line (issue 7, items 15 and 17) ----------------------------------
+
+
+def test_cli_bare_port_is_refused_and_colon_port_is_local(logd_server: Any) -> None:
+    srv = logd_server()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("LOGD_HOST", None)
+    port = str(srv.port)
+    for args, extra in ((["-H", port], {}), ([], {"LOGD_HOST": port})):
+        t0 = time.monotonic()
+        r = subprocess.run(
+            [sys.executable, "-m", "logd", "head", *args],
+            capture_output=True, timeout=60, env={**env, **extra},
+        )
+        assert r.returncode == 2, r.stderr  # usage, and nothing was dialled
+        assert r.stderr.count(b"\n") == 1 and f"':{port}' for 127.0.0.1:{port}".encode() in r.stderr
+        assert time.monotonic() - t0 < 10
+    r = subprocess.run(
+        [sys.executable, "-m", "logd", "head", "-H", f":{port}"], capture_output=True, timeout=60, env=env
+    )
+    assert (r.returncode, r.stdout) == (0, b"0\n"), r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "logd", "head", "-H", "localhost:abc"], capture_output=True, timeout=60, env=env
+    )
+    assert r.returncode == 2 and r.stderr.count(b"\n") == 1 and b"Traceback" not in r.stderr
