@@ -15,7 +15,13 @@ Strategy and limits:
   ``from`` the original. After a lost connection, a broken stream or a reply
   after which the server closes, the socket is dropped; the next call
   connects again. A failed call is never retried silently, since a MSG may
-  or may not have been written.
+  or may not have been written; only establishing a connection is retried,
+  for up to ``wait`` seconds (0 by default), before anything is sent.
+- Nothing the server sends is trusted: ``ReplyParser`` bounds every line
+  and body, and any reply it cannot use raises a ``LogdError`` (a
+  ``ProtocolError`` that drops the connection), never a ``ValueError``.
+- Addresses are parsed before any socket is made; a bare port is refused
+  (``errors.BadAddress``) instead of being dialled as an IPv4 address.
 - Abandoning a ``read()``/``follow()`` iterator early leaves records in
   flight, so the connection is closed rather than drained; again, the next
   call reconnects.

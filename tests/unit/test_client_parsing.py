@@ -255,7 +255,7 @@ def test_append_reply_below_the_count_is_a_protocol_error(chunker: Chunker) -> N
 @pytest.mark.parametrize("chunker", CHUNKERS)
 def test_shutdown_waits_for_the_close(chunker: Chunker) -> None:
     client, sock = scripted(b"OK\r\n", chunker)  # then the server closes
-    assert client.shutdown() is None
+    client.shutdown()
     assert bytes(sock.sent) == b"SHUTDOWN 0\r\n"
     assert sock.closed and not client.connected
 
@@ -697,7 +697,7 @@ def test_damaged_replies_raise_only_logd_errors() -> None:
                 token = rng.choice([b"x", b"1.5", b"-1", b"", b"1e3", b"9" * 30, b"9" * 5000])
                 data[m.start() : m.end()] = token
         client, _ = scripted(bytes(data), rng.choice(CHUNKERS))
-        client._dial = _no_network  # type: ignore[method-assign]
+        client._dial = _no_network  # type: ignore[method-assign, assignment]
         for step in range(7):  # bounded: one pass over the methods, reconnects refused
             try:
                 _exercise(client)
@@ -754,7 +754,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 def test_connect_waits_for_the_server(clock: FakeClock) -> None:
     client = Client("127.0.0.1:1", wait=30)
     dial = Dialer(6, b"OK 4\r\n")
-    client._dial = dial  # type: ignore[method-assign]
+    client._dial = dial  # type: ignore[method-assign, assignment]
     client.connect()
     assert dial.calls == 7 and client.connected
     assert client.head() == 4
@@ -766,7 +766,7 @@ def test_connect_waits_for_the_server(clock: FakeClock) -> None:
 def test_connect_wait_is_a_bound(clock: FakeClock) -> None:
     client = Client("127.0.0.1:1")
     dial = Dialer(10**6, b"")
-    client._dial = dial  # type: ignore[method-assign]
+    client._dial = dial  # type: ignore[method-assign, assignment]
     with pytest.raises(errors.ConnectionLost) as info:
         client.connect(wait=5.0)
     assert 1000.0 + 5.0 == pytest.approx(clock.now)  # the last sleep is cut to the deadline
@@ -778,7 +778,7 @@ def test_connect_wait_is_a_bound(clock: FakeClock) -> None:
 def test_connect_without_wait_tries_once(clock: FakeClock) -> None:
     client = Client("127.0.0.1:1")
     dial = Dialer(1, b"")
-    client._dial = dial  # type: ignore[method-assign]
+    client._dial = dial  # type: ignore[method-assign, assignment]
     with pytest.raises(errors.ConnectionLost):
         client.connect()
     assert dial.calls == 1 and clock.sleeps == []
@@ -800,7 +800,7 @@ def test_close_ends_a_connect_that_is_waiting(clock: FakeClock) -> None:
             client.close()  # as another thread would
         raise ConnectionRefusedError(111, "Connection refused")
 
-    client._dial = dial  # type: ignore[method-assign]
+    client._dial = dial  # type: ignore[method-assign, assignment]
     with pytest.raises(errors.ConnectionLost):
         client.connect()
     assert len(clock.sleeps) == 3 and clock.now < 1000.0 + 60
@@ -811,7 +811,7 @@ def test_follow_reconnect_waits_for_the_first_connection(clock: FakeClock) -> No
     client = Client("127.0.0.1:1")
     client.close()
     dial = Dialer(5, b"OK\r\n" + records(1, [b"a", b"b"]))
-    client._dial = dial  # type: ignore[method-assign]
+    client._dial = dial  # type: ignore[method-assign, assignment]
     seen: list[int] = []
     got = []
     for rec in client.follow(1, reconnect=True, on_reconnect=lambda n, exc: seen.append(n)):
