@@ -15,7 +15,13 @@ Strategy and limits:
   ``from`` the original. After a lost connection, a broken stream or a reply
   after which the server closes, the socket is dropped; the next call
   connects again. A failed call is never retried silently, since a MSG may
-  or may not have been written.
+  or may not have been written; only establishing a connection is retried,
+  for up to ``wait`` seconds (0 by default), before anything is sent.
+- Nothing the server sends is trusted: ``ReplyParser`` bounds every line
+  and body, and any reply it cannot use raises a ``LogdError`` (a
+  ``ProtocolError`` that drops the connection), never a ``ValueError``.
+- Addresses are parsed before any socket is made; a bare port is refused
+  (``errors.BadAddress``) instead of being dialled as an IPv4 address.
 - Abandoning a ``read()``/``follow()`` iterator early leaves records in
   flight, so the connection is closed rather than drained; again, the next
   call reconnects.
@@ -39,6 +45,7 @@ import msgpack
 
 from . import errors
 from .errors import (
+    BadAddress,
     ConnectionLost,
     LogdError,
     ProtocolError,
@@ -76,44 +83,70 @@ WINDOW = 64
 _FATAL = (ProtocolError, TooManyClients, ShuttingDown, ConnectionLost)
 # Errors follow(reconnect=True) waits out.
 _RETRYABLE = (ConnectionLost, ShuttingDown, TooManyClients)
+# Backoff (base, cap) between attempts to reach a server that is not up yet:
+# an attempt on a refused port costs next to nothing, so the cap is low and a
+# waiting consumer starts within about a second of the server.
+CONNECT_BACKOFF = (0.05, 1.0)
 
 
 # -- pure helpers -----------------------------------------------------------------
 
 
+_ADDRESS_FORMS = "host:port, [v6addr]:port, :port (127.0.0.1), host, or a socket path"
+
+
 def parse_address(address: str) -> tuple[int, str | tuple[str, int]]:
-    """Turn ``"host:port"``, ``"[v6]:port"``, ``"host"`` or a socket path into
+    """Turn ``"host:port"``, ``"[v6]:port"``, ``":port"``, ``"host"`` or a socket path into
     ``(family, sockaddr)``.
 
     Anything containing a ``/`` (or starting with ``unix:``) is a unix socket.
+    ``":port"`` is 127.0.0.1; a host alone gets port 1774. A bare number is
+    refused rather than guessed at: ``getaddrinfo`` would take ``17801`` for
+    the IPv4 address 0.0.69.137 and dial it off the machine (issue 7, item 15).
 
     Raises:
-        ValueError: the port is not a number in 0..65535.
+        BadAddress: an empty address or path, a bare number, or a port that is
+            missing after ``:``, not a number, or not in 1..65535.
     """
     if address.startswith("unix:"):
+        if not address[5:]:
+            raise BadAddress(f"bad address {address!r}: no socket path after 'unix:'")
         return socket.AF_UNIX, address[5:]
     if "/" in address:
         return socket.AF_UNIX, address
-    host, port = address, ""
+    if not address:
+        raise BadAddress(f"empty address; use {_ADDRESS_FORMS}")
+    if address.isdigit():
+        raise BadAddress(
+            f"bad address {address!r}: a port needs a host or a colon; "
+            f"write ':{address}' for 127.0.0.1:{address}"
+        )
+    port: str | None = None  # None: no port given
     if address.startswith("["):  # [::1]:1774
         host, sep, rest = address[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"bad address {address!r}")
-        port = rest[1:]
+        if not sep or not host or (rest and not rest.startswith(":")):
+            raise BadAddress(f"bad address {address!r}; use {_ADDRESS_FORMS}")
+        if rest:
+            port = rest[1:]
         family = socket.AF_INET6
     elif address.count(":") == 1:
         host, port = address.split(":")
         family = socket.AF_INET
     elif ":" in address:  # bare IPv6 literal, no port
+        host = address
         family = socket.AF_INET6
     else:
+        host = address
         family = socket.AF_INET
-    if not port:
+    if port is None:
         portnum = DEFAULT_PORT
-    elif port.isdigit() and int(port) <= 65535:
+    elif not port:
+        # "host:$PORT" with PORT unset: an error, not a silent default.
+        raise BadAddress(f"bad address {address!r}: no port after ':'")
+    elif port.isdigit() and port.isascii() and 1 <= int(port) <= 65535:
         portnum = int(port)
     else:
-        raise ValueError(f"bad port in address {address!r}")
+        raise BadAddress(f"bad address {address!r}: the port must be a number in 1..65535")
     return family, (host or "127.0.0.1", portnum)
 
 
@@ -194,7 +227,13 @@ class Client:
     """One connection to a logd server. Not thread-safe: use one per thread.
 
     ``timeout`` bounds each wait for reply bytes (``None``: wait forever);
-    ``connect_timeout`` bounds establishing the connection.
+    ``connect_timeout`` bounds each attempt to establish the connection;
+    ``wait`` is how long (seconds; ``math.inf``: forever) a refused or
+    unreachable server is retried, with capped, jittered backoff, whenever
+    the client connects. The constructor does not connect.
+
+    Raises:
+        BadAddress: ``address`` cannot be parsed.
     """
 
     def __init__(
@@ -203,28 +242,57 @@ class Client:
         timeout: float | None = 10.0,
         connect_timeout: float | None = 5.0,
         *,
+        wait: float = 0.0,
         sock: socket.socket | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.wait = wait
         self._family, self._sockaddr = parse_address(address)
         self._sock: socket.socket | None = sock
         self._parser = ReplyParser()
-        self._user_closed = False  # close() was called: a follow ends quietly
+        self._closes = 0  # close() calls: a follow or a connect() under way ends quietly
         if sock is not None:
             sock.settimeout(timeout)
 
     # -- lifecycle
 
-    def connect(self) -> None:
+    def connect(self, wait: float | None = None) -> None:
         """Open the connection if it is not open.
 
+        A refused, unreachable or timed-out attempt is retried with capped,
+        jittered backoff (``CONNECT_BACKOFF``) until ``wait`` seconds have
+        passed (default: the client's ``wait``; 0: one attempt).
+
         Raises:
-            ConnectionLost: the server cannot be reached.
+            ConnectionLost: the server cannot be reached (within ``wait``).
         """
         if self._sock is not None:
             return
+        wait = self.wait if wait is None else wait
+        deadline = time.monotonic() + max(wait, 0.0)
+        closes = self._closes
+        failures = 0
+        while True:
+            try:
+                sock = self._dial()
+                break
+            except OSError as exc:
+                failures += 1
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closes != closes:
+                    tries = f" ({failures} attempts in {wait:g} s)" if failures > 1 else ""
+                    raise ConnectionLost(f"cannot connect to {self.address}: {exc}{tries}") from exc
+                time.sleep(min(left, backoff_delay(failures - 1, *CONNECT_BACKOFF)))
+        if self._closes != closes:  # close() from another thread while we dialled
+            sock.close()
+            raise ConnectionLost(f"connecting to {self.address}: closed by close()")
+        self._sock = sock
+        self._parser = ReplyParser()
+
+    def _dial(self) -> socket.socket:
+        """One connection attempt. Raises: OSError."""
         sock = socket.socket(self._family, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.connect_timeout)
@@ -233,18 +301,16 @@ class Client:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 _keepalive(sock)
             sock.settimeout(self.timeout)
-        except OSError as exc:
+        except BaseException:
             sock.close()
-            raise ConnectionLost(f"cannot connect to {self.address}: {exc}") from exc
-        self._sock = sock
-        self._parser = ReplyParser()
-        self._user_closed = False
+            raise
+        return sock
 
     def close(self) -> None:
         """Close the connection. Safe to call from another thread to end a ``follow()``:
         the follow then stops (returns) instead of raising or reconnecting.
         """
-        self._user_closed = True
+        self._closes += 1
         self._drop()
 
     def _drop(self) -> None:
@@ -345,8 +411,7 @@ class Client:
         if not bodies:
             raise errors.InvalidArgument("append needs at least one body")
         self._send(encode_command("MSG", *bodies))
-        last = self._expect(OkId, "MSG").id
-        return range(last - len(bodies) + 1, last + 1)
+        return self._append_reply(len(bodies))
 
     def append_obj(self, *objs: Any) -> range:
         """Append msgpack-encoded objects; see ``append``."""
@@ -378,6 +443,9 @@ class Client:
 
     def _append_reply(self, count: int) -> range:
         last = self._expect(OkId, "MSG").id
+        if last < count:  # ids start at 1: OK 1 cannot end a MSG of 3
+            self._drop()
+            raise ProtocolError(f"MSG of {count} answered with last id {last}")
         return range(last - count + 1, last + 1)
 
     def append_many(self, batches: Iterable[Iterable[bytes]], window: int = WINDOW) -> list[range]:
@@ -390,11 +458,46 @@ class Client:
         return self._expect(OkId, "HEAD").id  # type: ignore[no-any-return]
 
     def ping(self) -> float:
-        """Round trip a PING; return the seconds it took."""
+        """Round trip a PING; return the seconds it took (as ``pipeline().ping()`` does)."""
         t0 = time.perf_counter()
         self._send(encode_command("PING"))
         self._expect(Pong, "PING")
         return time.perf_counter() - t0
+
+    def shutdown(self) -> None:
+        """Stop the server gracefully (SHUTDOWN); return once it has acknowledged and
+        closed this connection.
+
+        The server then finishes what is in flight, flushes and exits; the
+        connection closing is as much as a client can see of that.
+
+        Raises:
+            Forbidden: SHUTDOWN is taken only from loopback or the unix socket.
+            ConnectionLost: the server cannot be reached, or it acknowledged but
+                did not close the connection within the client's timeout.
+        """
+        self._send(encode_command("SHUTDOWN"))
+        self._expect(Ok, "SHUTDOWN")
+        sock = self._sock
+        assert sock is not None
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        try:
+            while True:  # nothing more is due; whatever comes is skipped, not kept
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise socket.timeout("timed out")
+                    sock.settimeout(left)
+                if not sock.recv(RECV_SIZE):
+                    return
+        except ConnectionResetError:
+            return  # closed, abruptly
+        except OSError as exc:
+            raise ConnectionLost(
+                f"{self.address} acknowledged SHUTDOWN but did not close the connection: {exc}"
+            ) from exc
+        finally:
+            self._drop()
 
     def stats(self) -> dict[str, Any]:
         """The server's counters, decoded from ``STATS msgpack``."""
@@ -489,13 +592,17 @@ class Client:
         ``reconnect=True`` a lost connection, a server shutdown or
         MAXCLIENTS is waited out with capped exponential backoff plus jitter,
         and the stream resumes from the last yielded id + 1 (or ``start`` if
-        nothing was yielded yet); ``max_retries`` consecutive failures
+        nothing was yielded yet). That covers the first connection too: on a
+        client that is not connected, a server not up yet is waited for in
+        the same way. ``max_retries`` consecutive failures
         (``None``: no limit) re-raise. ``on_reconnect(failures, exc)`` is
         called before each wait. A gap is never skipped: if the resume point
         is no longer retained, NotRetained is raised.
         """
+        # A close() before this call ended an earlier follow, not this one.
         it = self._follow(
-            start, reconnect, idle_timeout, max_retries, backoff_base, backoff_cap, on_reconnect
+            start, reconnect, idle_timeout, max_retries, backoff_base, backoff_cap, on_reconnect,
+            self._closes,
         )
         return _decoded(it) if decode else it
 
@@ -508,6 +615,7 @@ class Client:
         backoff_base: float,
         backoff_cap: float,
         on_reconnect: Callable[[int, BaseException], None] | None,
+        closes: int,
     ) -> Generator[Record, None, None]:
         seq = _Sequence(start)
         failures = 0
@@ -517,7 +625,7 @@ class Client:
                     failures = 0
                     yield rec
             except _RETRYABLE as exc:
-                if self._user_closed:
+                if self._closes != closes:
                     return  # close() from another thread ends the follow
                 if not reconnect or (max_retries is not None and failures >= max_retries):
                     raise
@@ -526,7 +634,7 @@ class Client:
                     on_reconnect(failures + 1, exc)
                 time.sleep(backoff_delay(failures, backoff_base, backoff_cap))
                 failures += 1
-                if self._user_closed:
+                if self._closes != closes:
                     return
 
     def _stream(
@@ -590,7 +698,8 @@ class Pipeline:
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._commands: list[tuple[bytes, Callable[[], Any]]] = []
+        # (request bytes, reader of its reply given the time the request was sent)
+        self._commands: list[tuple[bytes, Callable[[float], Any]]] = []
 
     def __len__(self) -> int:
         return len(self._commands)
@@ -600,7 +709,7 @@ class Pipeline:
             raise errors.InvalidArgument("append needs at least one body")
         n = len(bodies)
         c = self._client
-        self._commands.append((encode_command("MSG", *bodies), lambda: c._append_reply(n)))
+        self._commands.append((encode_command("MSG", *bodies), lambda sent: c._append_reply(n)))
         return self
 
     def append_obj(self, *objs: Any) -> Pipeline:
@@ -608,12 +717,19 @@ class Pipeline:
 
     def head(self) -> Pipeline:
         c = self._client
-        self._commands.append((encode_command("HEAD"), lambda: c._expect(OkId, "HEAD").id))
+        self._commands.append((encode_command("HEAD"), lambda sent: c._expect(OkId, "HEAD").id))
         return self
 
     def ping(self) -> Pipeline:
+        """Queue a PING; its result is the seconds from sending it to reading its PONG
+        (as ``Client.ping()``; here it includes the wait behind earlier replies)."""
         c = self._client
-        self._commands.append((encode_command("PING"), lambda: c._expect(Pong, "PING") is not None))
+
+        def read(sent: float) -> float:
+            c._expect(Pong, "PING")
+            return time.perf_counter() - sent
+
+        self._commands.append((encode_command("PING"), read))
         return self
 
     def stats(self) -> Pipeline:
@@ -621,7 +737,7 @@ class Pipeline:
         self._commands.append(
             (
                 encode_command("STATS", "msgpack"),
-                lambda: _decode_stats(c._wait(c._parser.next_body).data),
+                lambda sent: _decode_stats(c._wait(c._parser.next_body).data),
             )
         )
         return self
@@ -630,12 +746,12 @@ class Pipeline:
         """Send the queued commands, at most ``window`` unanswered at a time; return the results."""
         commands, self._commands = self._commands, []
         results: list[Any] = []
-        pending: deque[Callable[[], Any]] = deque()
+        pending: deque[tuple[Callable[[float], Any], float]] = deque()
 
         def collect() -> None:
-            read = pending.popleft()
+            read, sent = pending.popleft()
             try:
-                results.append(read())
+                results.append(read(sent))
             except _FATAL:
                 raise
             except LogdError as exc:  # the connection is still in step
@@ -646,8 +762,9 @@ class Pipeline:
             while i < len(commands):
                 chunk = commands[i : i + max(1, window - len(pending))]
                 i += len(chunk)
+                sent = time.perf_counter()
                 self._client._send(b"".join(data for data, _ in chunk))
-                pending.extend(read for _, read in chunk)
+                pending.extend((read, sent) for _, read in chunk)
                 while len(pending) >= window or (pending and i == len(commands)):
                     collect()
         except BaseException:
@@ -668,14 +785,21 @@ def connect(
     address: str = f"127.0.0.1:{DEFAULT_PORT}",
     timeout: float | None = 10.0,
     connect_timeout: float | None = 5.0,
+    *,
+    wait: float = 0.0,
 ) -> Client:
     """Connect to a logd server at ``"host:port"`` or a unix socket path.
 
+    ``wait``: for how many seconds a server that refuses or cannot be reached
+    is retried, with backoff (0: fail at once; ``math.inf``: forever), so a
+    consumer started alongside its server waits for it. The same ``wait``
+    applies when the client reconnects later.
+
     Raises:
-        ConnectionLost: the server cannot be reached.
-        ValueError: the address cannot be parsed.
+        BadAddress: the address cannot be parsed (also a ``ValueError``).
+        ConnectionLost: the server cannot be reached within ``wait``.
     """
-    client = Client(address, timeout=timeout, connect_timeout=connect_timeout)
+    client = Client(address, timeout=timeout, connect_timeout=connect_timeout, wait=wait)
     client.connect()
     return client
 

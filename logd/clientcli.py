@@ -450,6 +450,15 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_shutdown(args: argparse.Namespace) -> int:
+    """Stop the server gracefully; exit 0 once it acknowledged and closed the connection."""
+    with _client(args) as client:
+        client.shutdown()
+    if _isatty(sys.stdout):
+        print(f"{args.host}: shutting down")
+    return EXIT_OK
+
+
 # -- argparse -------------------------------------------------------------------------
 
 EXIT_CODES_HELP = """\
@@ -558,6 +567,14 @@ def register(subparsers: Any) -> None:
     )
 
     add("ping", cmd_ping, "check the server answers", "Send PING; print PONG.")
+    add(
+        "shutdown",
+        cmd_shutdown,
+        "stop the server gracefully",
+        "Send SHUTDOWN: the server stops accepting, answers what is in flight, ends\n"
+        "streams, flushes and exits 0. Exits 0 once the server has acknowledged and\n"
+        "closed the connection. Accepted only over loopback or the unix socket.",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

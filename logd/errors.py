@@ -30,6 +30,7 @@ __all__ = [
     "ShuttingDown",
     "TooManyClients",
     "ConnectionLost",
+    "BadAddress",
     "ChecksumError",
     "SequenceError",
     "from_reply",
@@ -164,6 +165,16 @@ class ConnectionLost(LogdError):
     code = "CONNECTION"
 
 
+class BadAddress(LogdError, ValueError):
+    """An address the client cannot parse (``host:abc``, a bare port, port 0).
+
+    Also a ``ValueError``, so code written against the older client still
+    catches it; the command line exits 2 (usage) for it.
+    """
+
+    code = "ADDRESS"
+
+
 class ChecksumError(ProtocolError):
     """A record received fails its checksum."""
 
@@ -210,7 +221,14 @@ def from_reply(kind: str, reason: str) -> LogdError:
     fields = dict(_FIELD.findall(message))
     message = re.sub(r"\s*\((?:first|primary)=[^)]*\)$", "", message)
     if issubclass(cls, OutOfRange):
-        return cls(message, first=int(fields.get("first", 0)), head=int(fields.get("head", 0)))
+        # A server that sends these sends both, as ids; anything else is a
+        # broken reply, not a bare ValueError (issue 7, item 9).
+        ids = {k: fields.get(k, "") for k in ("first", "head")}
+        bad = {k: v for k, v in ids.items() if not (v.isdigit() and v.isascii() and len(v) <= 19)}
+        if bad:
+            found = ", ".join(f"{k}={v!r}" if v else f"no {k}=" for k, v in bad.items())
+            return ProtocolError(f"malformed {code} reply ({found}): {kind} {reason[:200]}")
+        return cls(message, first=int(ids["first"]), head=int(ids["head"]))
     if cls is Refused:
         return Refused(message, primary=fields.get("primary"))
     return cls(message)

@@ -399,6 +399,15 @@ class Eof:
     pass
 
 
+# Bounds on what a server may send; past them the reply is a ProtocolError,
+# never an unbounded buffer (issue 7, item 9). Error lines carry a short reason
+# and a few fields, so 4 KiB is ample; a record header is at most
+# record.MAX_HEADER bytes, a body at most max_body.
+MAX_REPLY_LINE = 4096
+MAX_RECORD_HEADER = 64  # record.MAX_HEADER, checked by a unit test
+_HEX = b"0123456789abcdef"
+
+
 class ReplyParser:
     """Incremental reply parser for clients.
 
@@ -406,12 +415,19 @@ class ReplyParser:
     a body length after STATS: ``next_reply()``, ``next_body()`` and, inside a
     READ stream, ``next_record()``. Each returns NEED_DATA when more bytes are
     due. Error replies come back as raised ``LogdError`` subclasses.
+
+    Nothing the server sends is trusted: a line longer than ``max_line``, a
+    body or record longer than ``max_body``, or a reply of the wrong shape
+    raises ``ProtocolError`` as soon as the bytes show it, so at most
+    ``max_body`` plus one receive is ever buffered. No other exception
+    escapes (no bare ``ValueError``).
     """
 
-    def __init__(self, max_body: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, max_body: int = 64 * 1024 * 1024, max_line: int = MAX_REPLY_LINE) -> None:
         self._buf = bytearray()
         self._pos = 0
         self.max_body = max_body
+        self.max_line = max_line
 
     def receive_data(self, data: bytes) -> None:
         if self._pos > 65536 and self._pos * 2 > len(self._buf):
@@ -423,11 +439,22 @@ class ReplyParser:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    def _find_line(self, limit: int) -> int:
+        """The offset of the CRLF ending the line at ``_pos``; -1 if more bytes are due.
+
+        Raises:
+            ProtocolError: ``limit`` bytes and no CRLF.
+        """
+        pos = self._pos
+        nl = self._buf.find(CRLF, pos, pos + limit + 2)
+        # limit bytes and a lone '\r' may still be a valid line.
+        if nl < 0 and len(self._buf) - pos > limit + 1:
+            raise ProtocolError(f"reply line longer than {limit} bytes")
+        return nl
+
     def _line(self) -> bytes | None:
-        nl = self._buf.find(CRLF, self._pos)
+        nl = self._find_line(self.max_line)
         if nl < 0:
-            if len(self._buf) - self._pos > 4097:
-                raise ProtocolError("reply line too long")
             return None
         line = bytes(self._buf[self._pos : nl])
         self._pos = nl + 2
@@ -440,6 +467,14 @@ class ReplyParser:
             if kind in ("ERR", "ERR_CLIENT"):
                 raise errors.from_reply(kind, reason)
 
+    @staticmethod
+    def _ok_number(line: bytes) -> int | None:
+        """``OK <n>`` -> n; None for any other line."""
+        digits = line[3:]
+        if line.startswith(b"OK ") and digits.isdigit() and len(digits) <= MAX_INT_DIGITS:
+            return int(digits)
+        return None
+
     def next_reply(self) -> Ok | OkId | Pong | NeedData:
         line = self._line()
         if line is None:
@@ -448,23 +483,24 @@ class ReplyParser:
             return Ok()
         if line == b"PONG":
             return Pong()
-        if line.startswith(b"OK ") and line[3:].isdigit():
-            return OkId(int(line[3:]))
+        n = self._ok_number(line)
+        if n is not None:
+            return OkId(n)
         self._check_error(line)
         raise ProtocolError(f"unexpected reply {line[:80]!r}")
 
     def next_body(self) -> Body | NeedData:
-        nl = self._buf.find(CRLF, self._pos)
+        nl = self._find_line(self.max_line)
         if nl < 0:
             return NEED_DATA
         line = bytes(self._buf[self._pos : nl])
-        if not (line.startswith(b"OK ") and line[3:].isdigit()):
+        size = self._ok_number(line)
+        if size is None:
             self._pos = nl + 2
             self._check_error(line)
             raise ProtocolError(f"expected a body reply, got {line[:80]!r}")
-        size = int(line[3:])
         if size > self.max_body:
-            raise ProtocolError(f"body of {size} bytes is too large")
+            raise ProtocolError(f"body of {size} bytes exceeds the limit of {self.max_body}")
         start = nl + 2
         if len(self._buf) < start + size + 2:
             return NEED_DATA
@@ -483,32 +519,42 @@ class ReplyParser:
         """
         buf = self._buf
         pos = self._pos
-        nl = buf.find(CRLF, pos, pos + 64)
-        if nl < 0:
-            if len(buf) - pos >= 64:
-                raise ProtocolError("record header too long")
+        if pos >= len(buf):
             return NEED_DATA
         if buf[pos] != 0x2B:  # '+'
-            line = bytes(buf[pos:nl])
-            self._pos = nl + 2
+            # An error line (ERR CORRUPT ..., ERR_CLIENT NOTRETAINED ...) is
+            # longer than a record header may be: judge it by the reply line
+            # limit, so it decodes to its class (issue 7, item 9).
+            line = self._line()
+            if line is None:
+                return NEED_DATA
             self._check_error(line)
             raise ProtocolError(f"expected a record, got {line[:80]!r}")
+        nl = buf.find(CRLF, pos, pos + MAX_RECORD_HEADER)
+        if nl < 0:
+            if len(buf) - pos >= MAX_RECORD_HEADER:
+                raise ProtocolError("record header too long")
+            return NEED_DATA
         header = bytes(buf[pos + 1 : nl])
         if header == b"EOF":
             self._pos = nl + 2
             return Eof()
-        try:
-            idb, lenb, moreb, crcb = header.split(b" ")
-            if not (idb.isdigit() and lenb.isdigit() and moreb.isdigit()):
-                raise ValueError
-            id = int(idb)
-            size = int(lenb)
-            more = int(moreb)
-            crc = int(crcb, 16)
-        except ValueError:
-            raise ProtocolError(f"malformed record header {header[:80]!r}") from None
+        fields = header.split(b" ")
+        if len(fields) != 4:
+            raise ProtocolError(f"malformed record header {header[:80]!r}")
+        idb, lenb, moreb, crcb = fields
+        # int() alone would take "-1", "0x1f" or "1_0"; the format is digits and 8 hex.
+        if not (
+            idb.isdigit() and lenb.isdigit() and moreb.isdigit()
+            and len(crcb) == 8 and not crcb.strip(_HEX) and idb.strip(b"0")
+        ):
+            raise ProtocolError(f"malformed record header {header[:80]!r}")
+        id = int(idb)
+        size = int(lenb)
+        more = int(moreb)
+        crc = int(crcb, 16)
         if size > self.max_body:
-            raise ProtocolError(f"record of {size} bytes is too large")
+            raise ProtocolError(f"record of {size} bytes exceeds the limit of {self.max_body}")
         start = nl + 2
         stop = start + size
         if len(buf) < stop + 2:
@@ -516,7 +562,7 @@ class ReplyParser:
         if buf[stop : stop + 2] != CRLF:
             raise ProtocolError(f"record {id} body not followed by CRLF")
         body = bytes(buf[start:stop])
-        if crc32(body, crc32(header[: -len(crcb) - 1])) != crc:
+        if crc32(body, crc32(header[:-9])) != crc:
             raise errors.ChecksumError(f"checksum mismatch for record {id}")
         self._pos = stop + 2
         return Record(id, body, more)

@@ -128,7 +128,8 @@ def test_pipeline_and_append_many(logd_server: Any) -> None:
     srv = logd_server()
     with logd.connect(srv.addr) as c:
         results = c.pipeline().append(b"a", b"b").head().ping().append(b"c").stats().execute()
-        assert results[:4] == [range(1, 3), 2, True, range(3, 4)]
+        assert results[:2] == [range(1, 3), 2] and results[3] == range(3, 4)
+        assert type(results[2]) is type(c.ping()) is float  # the round trip, either way
         assert results[4]["head"] == 3
         ranges = c.append_many([[b"x%d" % i for i in range(10)] for _ in range(100)], window=8)
         assert ranges == [range(4 + 10 * i, 14 + 10 * i) for i in range(100)]
@@ -434,3 +435,169 @@ def test_under_gevent(logd_server: Any, tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert (r.returncode, r.stdout) == (0, b"ok\n"), r.stderr
+
+
+# -- a consumer started before its server (issue 7, item 11) ---------------------------------
+
+
+class CountingClient(Client):
+    """A real client that counts its connection attempts, so a test can wait for them."""
+
+    attempts = 0
+
+    def _dial(self) -> Any:
+        self.attempts += 1
+        return super()._dial()
+
+
+def wait_until(cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_connect_waits_for_a_server_started_later(logd_server: Any) -> None:
+    addr = free_port_address()  # picked in advance; the server binds it later
+    client = CountingClient(addr, wait=30)
+    result: queue.Queue[Any] = queue.Queue()
+
+    def consumer() -> None:
+        try:
+            client.connect()
+            with client:
+                result.put([r.body for r in client.read(1, 3, timeout=30)])
+        except BaseException as exc:  # reported to the test thread
+            result.put(exc)
+
+    t = threading.Thread(target=consumer, daemon=True)
+    t.start()
+    wait_until(lambda: client.attempts >= 3)  # refused, and still trying
+    assert result.empty() and not client.connected
+    srv = logd_server("--port", addr.rsplit(":", 1)[1])
+    assert srv.addr == addr
+    with logd.connect(addr) as w:
+        w.append(b"one", b"two", b"three")
+    got = result.get(timeout=30)
+    assert got == [b"one", b"two", b"three"], got
+    t.join(10)
+
+
+def test_follow_reconnect_on_a_client_that_never_connected(logd_server: Any) -> None:
+    addr = free_port_address()
+    follower = Client(addr, timeout=5)
+    attempts: list[int] = []
+    col = Collector(
+        follower.follow(1, reconnect=True, backoff_cap=0.2, on_reconnect=lambda n, exc: attempts.append(n))
+    )
+    wait_until(lambda: len(attempts) >= 3)  # refused a few times first
+    assert col.items.empty()
+    logd_server("--port", addr.rsplit(":", 1)[1])
+    with logd.connect(addr) as w:
+        w.append(b"late", b"but there")
+    assert [r.body for r in col.take(2)] == [b"late", b"but there"]
+    follower.close()
+    col.thread.join(10)
+    assert not col.thread.is_alive()
+
+
+def test_connect_wait_gives_up(logd_server: Any) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(errors.ConnectionLost) as info:
+        logd.connect(free_port_address(), wait=0.5, connect_timeout=1)
+    assert 0.5 <= time.monotonic() - t0 < 5
+    assert "attempts in 0.5 s" in info.value.message
+
+
+# -- SHUTDOWN (issue 7, item 18) --------------------------------------------------------------
+
+
+def test_client_shutdown_stops_the_server(logd_server: Any) -> None:
+    srv = logd_server()
+    with logd.connect(srv.addr) as c:
+        c.append(b"kept")
+        c.shutdown()
+        assert not c.connected
+    assert srv.proc is not None and srv.proc.wait(20) == 0
+    assert srv.events("shutdown_complete")
+    again = logd_server(data_dir=srv.data_dir)  # nothing acknowledged was lost
+    with logd.connect(again.addr) as c:
+        assert list(c.read(1, 1)) == [Record(1, b"kept")]
+
+
+def test_logd_shutdown_command(logd_server: Any) -> None:
+    srv = logd_server()
+    r = subprocess.run(
+        [sys.executable, "-m", "logd", "shutdown", "-H", srv.addr],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert (r.returncode, r.stderr) == (0, b"")
+    assert srv.proc is not None and srv.proc.wait(20) == 0
+    r = subprocess.run(  # nothing listens now: a connection failure
+        [sys.executable, "-m", "logd", "shutdown", "-H", srv.addr, "--timeout", "2"],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert r.returncode == 3 and r.stderr.count(b"\n") == 1, r.stderr
+
+
+# -- a long error line ends a stream with its own class (issue 7, item 9) ----------------------
+
+
+def test_corrupt_record_mid_log_is_corrupt_log_error(logd_server: Any) -> None:
+    # With --allow-corrupt the server serves up to a bad record, then ends the
+    # stream with "ERR CORRUPT record 20 in partition ... fails its checks", a
+    # line longer than a record header may be.
+    srv = logd_server()
+    total = 100
+    with logd.connect(srv.addr) as c:
+        c.append(*[b"record-%04d" % i for i in range(1, total + 1)])
+    assert srv.stop() == 0
+    flip_byte(srv.data_dir, b"record-0020", 7)
+    bad = logd_server("--allow-corrupt", data_dir=srv.data_dir)
+    with logd.connect(bad.addr) as c:
+        got = []
+        with pytest.raises(errors.CorruptLogError) as info:
+            for rec in c.read(1, total):
+                got.append(rec.id)
+        assert got == list(range(1, 20))
+        assert "record 20" in info.value.message and len(info.value.reason()) > 64
+    r = subprocess.run(
+        [sys.executable, "-m", "logd", "read", "-H", bad.addr, "-o", "raw"],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [b"record-%04d" % i for i in range(1, 20)]
+    assert r.stderr.startswith(b"logd read: CORRUPT: record 20") and r.stderr.count(b"\n") == 1, r.stderr
+
+
+# -- addresses on the command line (issue 7, items 15 and 17) ----------------------------------
+
+
+def test_cli_bare_port_is_refused_and_colon_port_is_local(logd_server: Any) -> None:
+    srv = logd_server()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("LOGD_HOST", None)
+    port = str(srv.port)
+    for args, extra in ((["-H", port], {}), ([], {"LOGD_HOST": port})):
+        t0 = time.monotonic()
+        r = subprocess.run(
+            [sys.executable, "-m", "logd", "head", *args],
+            capture_output=True, timeout=60, env={**env, **extra},
+        )
+        assert r.returncode == 2, r.stderr  # usage, and nothing was dialled
+        assert r.stderr.count(b"\n") == 1 and f"':{port}' for 127.0.0.1:{port}".encode() in r.stderr
+        assert time.monotonic() - t0 < 10
+    r = subprocess.run(
+        [sys.executable, "-m", "logd", "head", "-H", f":{port}"], capture_output=True, timeout=60, env=env
+    )
+    assert (r.returncode, r.stdout) == (0, b"0\n"), r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "logd", "head", "-H", "localhost:abc"], capture_output=True, timeout=60, env=env
+    )
+    assert r.returncode == 2 and r.stderr.count(b"\n") == 1 and b"Traceback" not in r.stderr

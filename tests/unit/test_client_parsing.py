@@ -8,6 +8,7 @@ exercised at every boundary. No network, no sleeps.
 from __future__ import annotations
 
 import random
+import re
 import socket
 from collections import deque
 from typing import Callable, Iterator
@@ -15,9 +16,11 @@ from typing import Callable, Iterator
 import msgpack
 import pytest
 
+import logd
 from logd import errors
 from logd.client import (
     DEFAULT_PORT,
+    RECV_SIZE,
     Client,
     ObjRecord,
     backoff_delay,
@@ -107,13 +110,17 @@ BODIES = [b"hello", b"a\r\nb", bytes(range(256)), b"+EOF\r\n", b"x" * 5000]
     "address, expected",
     [
         ("127.0.0.1:7070", (socket.AF_INET, ("127.0.0.1", 7070))),
+        ("logs.example.com:65535", (socket.AF_INET, ("logs.example.com", 65535))),
         ("localhost", (socket.AF_INET, ("localhost", DEFAULT_PORT))),
+        ("10.0.0.2", (socket.AF_INET, ("10.0.0.2", DEFAULT_PORT))),
         (":9", (socket.AF_INET, ("127.0.0.1", 9))),
+        (":17801", (socket.AF_INET, ("127.0.0.1", 17801))),
         ("[::1]:7070", (socket.AF_INET6, ("::1", 7070))),
         ("[::1]", (socket.AF_INET6, ("::1", DEFAULT_PORT))),
         ("::1", (socket.AF_INET6, ("::1", DEFAULT_PORT))),
         ("/run/logd.sock", (socket.AF_UNIX, "/run/logd.sock")),
         ("./logd.sock", (socket.AF_UNIX, "./logd.sock")),
+        ("./17801", (socket.AF_UNIX, "./17801")),  # a path, even if its name is a number
         ("unix:logd.sock", (socket.AF_UNIX, "logd.sock")),
     ],
 )
@@ -121,10 +128,49 @@ def test_parse_address(address: str, expected: tuple[int, object]) -> None:
     assert parse_address(address) == expected
 
 
-@pytest.mark.parametrize("address", ["host:port", "host:70000", "[::1", "[::1]x"])
-def test_parse_address_rejects(address: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    "address, hint",
+    [
+        ("17801", "':17801' for 127.0.0.1:17801"),  # issue 7, item 15: never dialled as 0.0.69.137
+        ("0", "':0'"),
+        ("host:abc", "1..65535"),
+        ("host:port", "1..65535"),
+        ("host:0", "1..65535"),
+        ("host:70000", "1..65535"),
+        ("host:-1", "1..65535"),
+        ("host:１２", "1..65535"),  # full-width digits: isdigit() but not a port
+        ("host:", "no port"),  # "host:$PORT" with PORT unset
+        (":", "no port"),
+        ("[::1]:", "no port"),
+        ("[::1]:x", "1..65535"),
+        ("", "empty address"),
+        ("unix:", "no socket path"),
+        ("[::1", "[v6addr]:port"),
+        ("[::1]x", "[v6addr]:port"),
+        ("[]:1774", "[v6addr]:port"),
+    ],
+)
+def test_parse_address_rejects(address: str, hint: str) -> None:
+    with pytest.raises(errors.BadAddress) as info:
         parse_address(address)
+    message = str(info.value)
+    assert hint in message and "\n" not in message
+    assert repr(address) in message or not address
+    assert isinstance(info.value, errors.LogdError)
+    assert isinstance(info.value, ValueError)  # what older callers caught
+
+
+def test_connect_bad_address_is_a_logd_error() -> None:
+    # issue 7, item 17: a LogdError (and no socket is made for it).
+    with pytest.raises(errors.LogdError) as info:
+        logd.connect("host:abc")
+    assert type(info.value) is errors.BadAddress
+    with pytest.raises(errors.BadAddress):
+        Client("17801")
+
+
+def test_bad_address_exits_2() -> None:
+    assert exit_code(errors.BadAddress("x")) == 2
 
 
 def test_backoff_grows_caps_and_jitters() -> None:
@@ -198,6 +244,37 @@ def test_simple_commands(chunker: Chunker) -> None:
     )
 
 
+@pytest.mark.parametrize("chunker", CHUNKERS)
+def test_append_reply_below_the_count_is_a_protocol_error(chunker: Chunker) -> None:
+    client, sock = scripted(b"OK 1\r\n", chunker)
+    with pytest.raises(errors.ProtocolError):
+        client.append(b"a", b"b", b"c")  # ids 1..3 cannot end at 1
+    assert sock.closed
+
+
+@pytest.mark.parametrize("chunker", CHUNKERS)
+def test_shutdown_waits_for_the_close(chunker: Chunker) -> None:
+    client, sock = scripted(b"OK\r\n", chunker)  # then the server closes
+    client.shutdown()
+    assert bytes(sock.sent) == b"SHUTDOWN 0\r\n"
+    assert sock.closed and not client.connected
+
+
+def test_shutdown_forbidden() -> None:
+    client, sock = scripted(
+        b"ERR_CLIENT FORBIDDEN SHUTDOWN is accepted only from loopback or the unix socket\r\n", whole
+    )
+    with pytest.raises(errors.Forbidden):
+        client.shutdown()
+
+
+def test_shutdown_answered_with_something_else() -> None:
+    client, sock = scripted(b"OK 3\r\n", whole)
+    with pytest.raises(errors.ProtocolError):
+        client.shutdown()
+    assert sock.closed
+
+
 def test_append_needs_bodies() -> None:
     client, sock = scripted(b"", whole)
     with pytest.raises(errors.InvalidArgument):
@@ -253,7 +330,8 @@ def test_pipeline_results_in_order(chunker: Chunker) -> None:
     incoming = b"OK 2\r\nOK 2\r\nPONG\r\nOK 5\r\n"
     client, sock = scripted(incoming, chunker)
     results = client.pipeline().append(b"a", b"b").head().ping().append(b"c", b"d", b"e").execute()
-    assert results == [range(1, 3), 2, True, range(3, 6)]
+    assert results[:2] == [range(1, 3), 2] and results[3] == range(3, 6)
+    assert type(results[2]) is float and 0 <= results[2] < 5  # seconds, as ping() returns
     assert bytes(sock.sent).count(b"MSG") == 2
 
 
@@ -266,6 +344,15 @@ def test_pipeline_window(window: int) -> None:
     for i in range(n):
         pipe.append(b"m%d" % i)
     assert pipe.execute(window=window) == [range(i, i + 1) for i in range(1, n + 1)]
+
+
+def test_ping_and_pipeline_ping_return_the_same_type() -> None:
+    # issue 7, item 19: both are the round trip in seconds.
+    client, _ = scripted(b"PONG\r\nPONG\r\n", bytewise)
+    alone = client.ping()
+    (piped,) = client.pipeline().ping().execute()
+    assert type(alone) is type(piped) is float
+    assert 0 <= alone < 5 and 0 <= piped < 5
 
 
 def test_pipeline_error_reads_all_replies_then_raises() -> None:
@@ -283,7 +370,7 @@ def test_pipeline_error_in_place() -> None:
     results = client.pipeline().append(b"a").append(b"b").ping().execute(raise_on_error=False)
     assert results[0] == range(1, 2)
     assert isinstance(results[1], errors.DiskFull)
-    assert results[2] is True
+    assert type(results[2]) is float
 
 
 @pytest.mark.parametrize("chunker", CHUNKERS)
@@ -501,3 +588,236 @@ def test_close_ends_follow_quietly() -> None:
         client.close()
     assert got == [1]
     assert sock.closed
+
+
+# -- a server that cannot be trusted (issue 7, item 9) ---------------------------------
+
+
+@pytest.mark.parametrize("chunker", CHUNKERS)
+def test_stats_without_crlf_is_a_protocol_error_not_a_buffer(chunker: Chunker) -> None:
+    client, sock = scripted(b"OK 12" + b"x" * (RECV_SIZE + 10_000), chunker)
+    with pytest.raises(errors.ProtocolError):
+        client.stats()
+    assert sock.closed
+    assert len(sock._chunks) > 0  # gave up long before the end of the stream
+
+
+@pytest.mark.parametrize("chunker", CHUNKERS)
+def test_stats_body_above_the_limit(chunker: Chunker) -> None:
+    client, sock = scripted(b"OK 67108865\r\n" + b"x" * 1000, chunker)  # 64 MiB + 1
+    with pytest.raises(errors.ProtocolError):
+        client.stats_text()
+    assert sock.closed
+
+
+@pytest.mark.parametrize("chunker", CHUNKERS)
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"ERR_CLIENT NOTRETAINED id 3 was deleted (first=x head=9)",
+        b"ERR_CLIENT NOTRETAINED id 3 was deleted (first=1.5 head=9)",
+        b"ERR_CLIENT RANGE start past head+1",
+    ],
+)
+def test_read_refused_with_malformed_fields(line: bytes, chunker: Chunker) -> None:
+    client, sock = scripted(line + b"\r\n", chunker)
+    with pytest.raises(errors.ProtocolError) as info:
+        list(client.read(3, 10))
+    assert "malformed" in info.value.message
+    assert exit_code(info.value) == 1  # not 2, the usage error a ValueError got
+    assert sock.closed  # a server that sends this is not trusted further
+
+
+@pytest.mark.parametrize("chunker", CHUNKERS)
+def test_long_corrupt_line_mid_stream_is_corrupt_log_error(chunker: Chunker) -> None:
+    line = b"ERR CORRUPT record 2 in partition 00000000000000000001.log at offset 4096 fails its checksum"
+    assert len(line) > 64
+    client, sock = scripted(b"OK\r\n" + records(1, [b"a"]) + line + b"\r\n", chunker)
+    got = []
+    with pytest.raises(errors.CorruptLogError):
+        for rec in client.read(1, 5):
+            got.append(rec.id)
+    assert got == [1]
+
+
+@pytest.mark.parametrize("chunker", CHUNKERS)
+def test_long_notretained_line_mid_stream_is_not_retained(chunker: Chunker) -> None:
+    line = b"ERR_CLIENT NOTRETAINED records from 2 were deleted by retention (first=500 head=900)"
+    client, sock = scripted(b"OK\r\n" + records(1, [b"a"]) + line + b"\r\n", chunker)
+    got = []
+    with pytest.raises(errors.NotRetained) as info:
+        for rec in client.follow(1):
+            got.append(rec.id)
+    assert got == [1]
+    assert (info.value.first, info.value.head) == (500, 900)
+    assert exit_code(info.value) == 4
+
+
+GOOD_REPLIES = (
+    b"OK 3\r\nOK 3\r\nPONG\r\n"
+    + b"OK 14\r\n\x81\xa4head\x03" + b"\x81\xa1x\x01" + b"\x90\r\n"
+    + b"OK\r\n" + records(1, [b"a", b"bb", b"ccc"]) + b"+EOF\r\n"
+    + b"ERR_CLIENT NOTRETAINED id 3 was deleted (first=5 head=9)\r\n"
+    + b"OK\r\n"
+)
+
+
+def _no_network() -> socket.socket:
+    raise ConnectionRefusedError(111, "no network in unit tests")
+
+
+def _exercise(client: Client) -> None:
+    client.append(b"a", b"b", b"c")
+    client.head()
+    client.ping()
+    client.stats()
+    list(client.read(1, 3))
+    list(client.follow(1))
+    client.shutdown()
+
+
+def test_damaged_replies_raise_only_logd_errors() -> None:
+    # Whatever the server sends, the client raises a LogdError: never a
+    # ValueError (which the CLI would report as a usage error) or a crash.
+    rng = random.Random(9)
+    for trial in range(600):
+        data = bytearray(GOOD_REPLIES)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data))
+            op = rng.randrange(4)
+            if op == 0:
+                data[at] = rng.randrange(256)
+            elif op == 1:
+                data[at:at] = rng.choice([b"\r\n", b"9" * 25, b"x", b" ", b"=1.5", b"+", b"ERR "])
+            elif op == 2:
+                del data[at : at + rng.randint(1, 6)]
+            else:  # a number replaced: ids, lengths, the fields of an error line
+                numbers = list(re.finditer(rb"\d+", bytes(data)))
+                m = rng.choice(numbers)
+                token = rng.choice([b"x", b"1.5", b"-1", b"", b"1e3", b"9" * 30, b"9" * 5000])
+                data[m.start() : m.end()] = token
+        client, _ = scripted(bytes(data), rng.choice(CHUNKERS))
+        client._dial = _no_network  # type: ignore[method-assign, assignment]
+        for step in range(7):  # bounded: one pass over the methods, reconnects refused
+            try:
+                _exercise(client)
+                break
+            except errors.LogdError:
+                if not client.connected:
+                    break
+
+
+# -- waiting for a server that is not up yet (issue 7, item 11) -------------------------
+
+
+class Dialer:
+    """Stands in for Client._dial: refuses ``refusals`` times, then hands out a scripted socket."""
+
+    def __init__(self, refusals: int, incoming: bytes) -> None:
+        self.refusals = refusals
+        self.incoming = incoming
+        self.calls = 0
+        self.sock: ScriptedSocket | None = None
+
+    def __call__(self) -> ScriptedSocket:
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise ConnectionRefusedError(111, "Connection refused")
+        self.sock = ScriptedSocket(self.incoming, whole)
+        return self.sock
+
+
+class FakeClock:
+    """time.monotonic and time.sleep for the client module: sleeping advances the clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        assert s >= 0
+        self.sleeps.append(s)
+        self.now += s
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    c = FakeClock()
+    monkeypatch.setattr("logd.client.time.monotonic", c.monotonic)
+    monkeypatch.setattr("logd.client.time.sleep", c.sleep)
+    return c
+
+
+def test_connect_waits_for_the_server(clock: FakeClock) -> None:
+    client = Client("127.0.0.1:1", wait=30)
+    dial = Dialer(6, b"OK 4\r\n")
+    client._dial = dial  # type: ignore[method-assign, assignment]
+    client.connect()
+    assert dial.calls == 7 and client.connected
+    assert client.head() == 4
+    # Capped, jittered backoff: never 0, each at most the cap, growing at first.
+    assert len(clock.sleeps) == 6 and all(0.02 <= s <= 1.0 for s in clock.sleeps)
+    assert clock.sleeps[-1] >= 0.5 and sum(clock.sleeps) < 30
+
+
+def test_connect_wait_is_a_bound(clock: FakeClock) -> None:
+    client = Client("127.0.0.1:1")
+    dial = Dialer(10**6, b"")
+    client._dial = dial  # type: ignore[method-assign, assignment]
+    with pytest.raises(errors.ConnectionLost) as info:
+        client.connect(wait=5.0)
+    assert 1000.0 + 5.0 == pytest.approx(clock.now)  # the last sleep is cut to the deadline
+    assert dial.calls > 5 and max(clock.sleeps) <= 1.0
+    assert "attempts in 5 s" in info.value.message
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+
+
+def test_connect_without_wait_tries_once(clock: FakeClock) -> None:
+    client = Client("127.0.0.1:1")
+    dial = Dialer(1, b"")
+    client._dial = dial  # type: ignore[method-assign, assignment]
+    with pytest.raises(errors.ConnectionLost):
+        client.connect()
+    assert dial.calls == 1 and clock.sleeps == []
+
+
+def test_module_connect_takes_wait(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    dial = Dialer(3, b"PONG\r\n")
+    monkeypatch.setattr(Client, "_dial", lambda self: dial())
+    client = logd.connect("127.0.0.1:1", wait=10)
+    assert dial.calls == 4 and client.wait == 10
+    assert client.ping() >= 0
+
+
+def test_close_ends_a_connect_that_is_waiting(clock: FakeClock) -> None:
+    client = Client("127.0.0.1:1", wait=60)
+
+    def dial() -> ScriptedSocket:
+        if len(clock.sleeps) == 3:
+            client.close()  # as another thread would
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    client._dial = dial  # type: ignore[method-assign, assignment]
+    with pytest.raises(errors.ConnectionLost):
+        client.connect()
+    assert len(clock.sleeps) == 3 and clock.now < 1000.0 + 60
+
+
+def test_follow_reconnect_waits_for_the_first_connection(clock: FakeClock) -> None:
+    # A client that was closed before (or never connected) and a server not up yet.
+    client = Client("127.0.0.1:1")
+    client.close()
+    dial = Dialer(5, b"OK\r\n" + records(1, [b"a", b"b"]))
+    client._dial = dial  # type: ignore[method-assign, assignment]
+    seen: list[int] = []
+    got = []
+    for rec in client.follow(1, reconnect=True, on_reconnect=lambda n, exc: seen.append(n)):
+        got.append(rec.id)
+        if len(got) == 2:
+            break
+    assert got == [1, 2]
+    assert seen == [1, 2, 3, 4, 5] and dial.calls == 6
+    assert dial.sock is not None and dial.sock.sent == b"READ 2\r\n1 1\r\n1 0\r\n"
