@@ -121,6 +121,8 @@ def _command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
     def run(args: argparse.Namespace) -> int:
         try:
             _resolve(args)
+            if getattr(args, "wait", None) is not None and args.wait < 0:
+                raise UsageError("--wait must be >= 0")
             return fn(args)
         except (errors.LogdError, UsageError, CheckpointError, ValueError) as exc:
             print(f"logd {args.client_command}: {_describe(exc)}", file=sys.stderr)
@@ -196,13 +198,15 @@ def _resolve(args: argparse.Namespace) -> None:
     args.timeout = getattr(args, "timeout", None) or getattr(args, "global_timeout", None) or DEFAULT_TIMEOUT
 
 
-def _client(args: argparse.Namespace, wait: float = 0.0) -> Client:
+def _client(args: argparse.Namespace, wait: float | None = None) -> Client:
     """Connect; for up to ``wait`` seconds (inf: forever), retry a server that is not up yet.
 
     Only "nothing listens there" is retried (refused, no socket file), with
     the capped, jittered backoff ``follow(reconnect=True)`` uses.
     TODO(issue 7): use ``connect(..., wait=)`` once the library has it.
     """
+    if wait is None:
+        wait = getattr(args, "wait", None) or 0.0
     deadline = time.monotonic() + wait
     failures = 0
     while True:
@@ -356,8 +360,6 @@ def cmd_read(args: argparse.Namespace) -> int:
     """Print records (or hand them to --exec); with -f, keep following."""
     if args.n is not None and args.n < 0:
         raise UsageError("-n must be >= 0")
-    if args.wait is not None and args.wait < 0:
-        raise UsageError("--wait must be >= 0")
     if args.from_:
         mode, value = parse_from(args.from_)
     elif args.follow:
@@ -632,6 +634,13 @@ def register(subparsers: Any) -> None:
     """Add write, read, head, stats and ping to an argparse subparsers object."""
     common = argparse.ArgumentParser(add_help=False)
     add_connection_options(common)
+    common.add_argument(
+        "--wait",
+        type=float,
+        metavar="S",
+        help="retry for up to S seconds while nothing listens at the address, with capped "
+        "backoff (default: 0; for read -f --reconnect, no limit)",
+    )
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str, desc: str, examples: str = "") -> Any:
         p = subparsers.add_parser(
@@ -714,13 +723,6 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="with -f: wait for the server (see --wait) and reconnect after a lost connection "
         "or restart, resuming after the last id",
-    )
-    p.add_argument(
-        "--wait",
-        type=float,
-        metavar="S",
-        help="retry for up to S seconds while nothing listens at the address, with capped "
-        "backoff (default: 0; with -f --reconnect, no limit)",
     )
     p.add_argument(
         "--cursor-file",

@@ -316,9 +316,10 @@ def test_read_follow_reconnect_waits_for_the_first_connection(logd_server: Any, 
     assert (proc.returncode, out) == (0, b"hello\n"), err
 
 
-def test_wait_is_bounded() -> None:
+@pytest.mark.parametrize("args", [["read", "-f", "--reconnect"], ["ping"], ["write", "x"]])
+def test_wait_is_bounded(args: list[str]) -> None:
     t0 = time.monotonic()
-    r = logd_cli("read", "-f", "--reconnect", "-H", dead_address(), "--wait", "1")
+    r = logd_cli(*args, "-H", dead_address(), "--wait", "1")
     assert r.returncode == 3
     assert 0.9 < time.monotonic() - t0 < 15
     assert b"cannot connect" in r.stderr
@@ -386,3 +387,12 @@ def test_write_error_reply_mid_stream_is_counted_exactly(logd_server: Any) -> No
     assert got["written"] == head(srv.addr) == len(r.stdout.split())
     assert b"3 not written (error reply)" in r.stderr  # the server stops at a framing error
     assert b"Traceback" not in r.stderr
+
+
+def test_help_shows_defaults_choices_and_examples() -> None:
+    write = " ".join(logd_cli("write", "--help").stdout.decode().split())  # wrapping aside
+    assert "default: 1000" in write and "default: 1MiB" in write and "default: 5" in write
+    read = " ".join(logd_cli("read", "--help").stdout.decode().split())
+    assert "{raw,json,text}" in read and "-10 with -f" in read
+    for text in (write, read):
+        assert "examples:" in text and "exit codes:" in text and "141" in text
