@@ -38,6 +38,9 @@ class ConsumerFailed(Exception):
 
 
 _DEFERRED = {signal.SIGINT, signal.SIGTERM}
+# After select() says a pipe is writable, one free page is certain; so is one
+# PIPE_BUF (4096) write to a socket that selected writable.
+_PAGE = 4096
 
 
 def write_all(fd: int, data: bytes | memoryview, done: Callable[[], None] | None = None) -> None:
@@ -84,10 +87,11 @@ def _room(fd: int) -> int:
             size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
             buf = bytearray(4)
             fcntl.ioctl(fd, termios.FIONREAD, buf)
-            return max(1, size - int.from_bytes(buf, sys.byteorder))
         except OSError:
-            pass
-    return 4096  # select() said writable: at least a page fits
+            return _PAGE
+        # Unread bytes may straddle partly filled pages: keep two pages in hand.
+        return max(_PAGE, size - int.from_bytes(buf, sys.byteorder) - 2 * _PAGE)
+    return _PAGE
 
 
 class FdSink:
@@ -137,11 +141,16 @@ class ExecSink:
         self.save = save
         self.grace = grace
         self.taken = 0
-        self.size = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._chunk: list[bytes] = []
+        self._size = 0
         self._first = 0
         self._last = 0
         self._broken = False
+
+    @property
+    def size(self) -> int:
+        return self._size
 
     def add(self, rec_id: int, line: bytes) -> None:
         if self._proc is None:
@@ -149,20 +158,24 @@ class ExecSink:
             self._first = rec_id
             self._broken = False
         self._last = rec_id
-        if self._broken:
-            return
-        assert self._proc.stdin is not None
-        try:
-            write_all(self._proc.stdin.fileno(), line)
-        except BrokenPipeError:
-            self._broken = True  # it stopped reading: this batch fails whatever it exits with
+        self._chunk.append(line)
+        self._size += len(line)
 
     def flush(self, end_of_batch: bool = False) -> None:
+        if self._chunk:
+            data = b"".join(self._chunk)
+            self._chunk.clear()
+            self._size = 0
+            if not self._broken and self._proc is not None and self._proc.stdin is not None:
+                try:
+                    write_all(self._proc.stdin.fileno(), data)
+                except BrokenPipeError:
+                    self._broken = True  # it stopped reading: the batch fails whatever it exits with
         if end_of_batch:
             self._finish()
 
     def _finish(self, wait: float | None = None) -> None:
-        proc, self._proc = self._proc, None
+        proc = self._proc
         if proc is None:
             return
         assert proc.stdin is not None
@@ -179,6 +192,8 @@ class ExecSink:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 code = proc.wait()
+        # Only now: a signal during the wait leaves the run to close(ok=False).
+        self._proc = None
         ids = f"{self._first}-{self._last}" if self._last > self._first else str(self._first)
         if code < 0:
             raise ConsumerFailed(f"{self.command!r} was killed by {signal.Signals(-code).name} (records {ids})")
@@ -191,6 +206,7 @@ class ExecSink:
             self.save(self.taken)
 
     def close(self, ok: bool) -> None:
-        """End the batch under way. On an interruption the command still gets EOF and,
-        within ``grace`` seconds, may finish and exit 0: then its records count."""
+        """End the batch under way. On an interruption the command still gets what was
+        read and EOF and, within ``grace`` seconds, may finish and exit 0: then it counts."""
+        self.flush()
         self._finish(None if ok else self.grace)
