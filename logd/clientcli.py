@@ -27,13 +27,13 @@ import select
 import signal
 import sys
 import time
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from . import errors
 from .checkpoint import Checkpoint, CheckpointError
 from .client import DEFAULT_PORT, Client, backoff_delay, connect
 from .config import parse_size
-from .livewrite import LiveWriter, Outcome
+from .livewrite import LiveWriter
 from .readout import ConsumerFailed, ExecSink, FdSink, OutputClosed, write_all
 
 __all__ = [
