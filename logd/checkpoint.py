@@ -66,7 +66,16 @@ class Checkpoint:
         try:
             text = self.path.read_bytes()
         except FileNotFoundError:
+            # Fail now, not at the first save after records were handed out.
+            if not self.path.parent.is_dir():
+                raise CheckpointError(
+                    f"cursor file {self.path}: directory {self.path.parent} does not exist"
+                ) from None
             return None
+        except IsADirectoryError:
+            raise CheckpointError(f"cursor file {self.path} is a directory") from None
+        except OSError as exc:
+            raise CheckpointError(f"cursor file {self.path}: {exc.strerror or exc}") from None
         raw = text.strip()
         if not raw.isdigit():
             raise CheckpointError(f"cursor file {self.path} does not hold an id: {text[:40]!r}")
@@ -93,11 +102,32 @@ class Checkpoint:
         """Write the pending id to disk now (no-op if nothing is pending)."""
         if self._pending is None:
             return
-        _atomic_write(self.path, b"%d\n" % self._pending)
+        try:
+            _atomic_write(self.path, b"%d\n" % self._pending)
+        except OSError as exc:
+            raise CheckpointError(f"cannot save cursor file {self.path}: {exc.strerror or exc}") from exc
         self._saved = self._pending
         self._pending = None
         self._unsaved = 0
         self._last_write = self._clock()
+
+    def restore(self, id: int | None) -> None:
+        """Put the file back to ``id`` (None: no file), dropping anything pending.
+
+        For a consumer that turned out not to have taken what was saved
+        (``logd read`` after EPIPE): going back re-delivers, never skips.
+        """
+        self._pending = None
+        self._unsaved = 0
+        if id is None:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            self._saved = None
+        elif id != self._saved:
+            self._pending = id
+            self.flush()
 
     def __enter__(self) -> Checkpoint:
         return self

@@ -64,7 +64,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="logd", description="A networked, sequenced log server.")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="logd",
+        description="A networked, sequenced log server.",
+        epilog="client options (-H, --timeout) work before the subcommand too: logd -H host:port head",
+    )
+    parser.add_argument("--version", action="version", version=f"logd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -81,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - while the client lands
         pass
     else:
+        # redis-cli style: `logd -H host head`; the subcommand's own -H wins.
+        clientcli.add_connection_options(parser, "global_")
         clientcli.register(sub)
     try:
         from . import tools

@@ -11,7 +11,10 @@ redis-cli (docs/client.rst has the user's view):
 - Exit codes (``EXIT_*``): 0 ok, 1 an error reply or a bad record, 2 usage,
   3 connection failure (including MAXCLIENTS and a server shutting down),
   4 not retained (the requested id was deleted by retention), 130 interrupted
-  (SIGINT), 143 terminated (SIGTERM; ``read`` saves its cursor first).
+  (SIGINT), 141 ``read``'s output closed early (EPIPE; the cursor is put back),
+  143 terminated (SIGTERM; ``read`` saves its cursor first).
+- Options also work before the subcommand (``logd -H host head``): cli.py
+  stores them as ``global_host``/``global_timeout``; ``_resolve`` merges.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ import argparse
 import base64
 import json
 import os
+import select
 import signal
 import sys
 import time
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from . import errors
 from .checkpoint import Checkpoint, CheckpointError
-from .client import DEFAULT_PORT, Client, batches, connect
+from .client import DEFAULT_PORT, Client, backoff_delay, connect
+from .config import parse_size
+from .livewrite import LiveWriter
+from .readout import ConsumerFailed, ExecSink, FdSink, OutputClosed, write_all
 
 __all__ = [
     "EXIT_OK",
@@ -36,6 +43,7 @@ __all__ = [
     "EXIT_CONNECTION",
     "EXIT_NOT_RETAINED",
     "EXIT_INTERRUPTED",
+    "EXIT_PIPE",
     "register",
     "main",
     "exit_code",
@@ -48,8 +56,13 @@ EXIT_USAGE = 2
 EXIT_CONNECTION = 3
 EXIT_NOT_RETAINED = 4
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 128 + signal.SIGPIPE  # what a shell shows for a writer killed by SIGPIPE
 
 DEFAULT_HOST = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_LINGER_MS = 5.0  # librdkafka's linger.ms default
+# `read -f` without --from starts this many records back, as tail -f and journalctl -f do.
+FOLLOW_BACKLOG = 10
 # stdout is flushed (and the cursor saved) at least this often while records stream in.
 OUT_CHUNK = 256 * 1024
 
@@ -90,6 +103,13 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, errors.Refused):
         tail = f"; the primary is {exc.primary}" if exc.primary else ""
         return f"refused: {exc.message}{tail}"
+    if isinstance(exc, errors.ConnectionLost) and isinstance(
+        exc.__cause__, (ConnectionRefusedError, FileNotFoundError)
+    ):
+        return (
+            f"{exc.message}: is `logd serve` running there? Point at a server with "
+            f"-H HOST:PORT (or a socket path) or $LOGD_HOST; the default is {DEFAULT_HOST}"
+        )
     if isinstance(exc, errors.LogdError):
         return f"{exc.code}: {exc.message}" if exc.message else exc.code
     return str(exc)
@@ -100,6 +120,9 @@ def _command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
 
     def run(args: argparse.Namespace) -> int:
         try:
+            _resolve(args)
+            if getattr(args, "wait", None) is not None and args.wait < 0:
+                raise UsageError("--wait must be >= 0")
             return fn(args)
         except (errors.LogdError, UsageError, CheckpointError, ValueError) as exc:
             print(f"logd {args.client_command}: {_describe(exc)}", file=sys.stderr)
@@ -164,63 +187,99 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def _client(args: argparse.Namespace) -> Client:
-    return connect(args.host, timeout=args.timeout, connect_timeout=min(args.timeout, 5.0))
+def _resolve(args: argparse.Namespace) -> None:
+    """Merge options given after the subcommand, before it, and the defaults (in that order)."""
+    args.host = (
+        getattr(args, "host", None)
+        or getattr(args, "global_host", None)
+        or os.environ.get("LOGD_HOST")
+        or DEFAULT_HOST
+    )
+    args.timeout = getattr(args, "timeout", None) or getattr(args, "global_timeout", None) or DEFAULT_TIMEOUT
+
+
+def _client(args: argparse.Namespace, wait: float | None = None) -> Client:
+    """Connect; for up to ``wait`` seconds (inf: forever), retry a server that is not up yet.
+
+    Only "nothing listens there" is retried (refused, no socket file), with
+    the capped, jittered backoff ``follow(reconnect=True)`` uses.
+    TODO(issue 7): use ``connect(..., wait=)`` once the library has it.
+    """
+    if wait is None:
+        wait = getattr(args, "wait", None) or 0.0
+    deadline = time.monotonic() + wait
+    failures = 0
+    while True:
+        try:
+            return connect(args.host, timeout=args.timeout, connect_timeout=min(args.timeout, 5.0))
+        except errors.ConnectionLost as exc:
+            retry = isinstance(exc.__cause__, (ConnectionRefusedError, FileNotFoundError))
+            left = deadline - time.monotonic()
+            if not retry or left <= 0:
+                raise
+            if failures == 0:
+                print(f"logd {args.client_command}: waiting for the server at {args.host}", file=sys.stderr)
+            time.sleep(min(backoff_delay(failures), left))
+            failures += 1
 
 
 # -- write ----------------------------------------------------------------------------
 
 
-def _stdin_bodies(stream: IO[bytes], skipped: list[int]) -> Iterator[bytes]:
-    """One body per line without its ``\\n`` (and a ``\\r`` before it); empty lines are skipped."""
-    for line in stream:
-        if line.endswith(b"\n"):
-            line = line[:-1]
-            if line.endswith(b"\r"):
-                line = line[:-1]
-        if line:
-            yield line
-        else:
-            skipped[0] += 1
-
-
 def cmd_write(args: argparse.Namespace) -> int:
-    """Append messages: the arguments, or else one per stdin line."""
-    skipped = [0]
-    bodies: Iterable[bytes]
+    """Append messages: the arguments, or else one per stdin line, shipped as they come."""
+    if args.batch < 1:
+        raise UsageError("--batch must be >= 1")
+    if args.linger < 0:
+        raise UsageError("--linger must be >= 0")
+    bodies: list[bytes] | None = None
     if args.messages:
         bodies = [os.fsencode(m) for m in args.messages]
         if any(not b for b in bodies):
             raise UsageError("empty message not allowed")
-    else:
-        bodies = _stdin_bodies(sys.stdin.buffer, skipped)
-    out = sys.stdout
-    summary = not args.quiet and _isatty(out)
+    out = sys.stdout.fileno()
+    on_tty = _isatty(sys.stdout)
     ranges: list[range] = []
-    written = 0
     progress = Progress("wrote")
-    try:
-        with _client(args) as client:
-            for ids in client.append_stream(batches(bodies, args.batch, args.batch_bytes)):
-                written += len(ids)
-                progress.add(len(ids), ids[-1])
-                if args.quiet:
-                    continue
-                if summary:
-                    _merge(ranges, ids)
-                else:
-                    out.write("\n".join(map(str, ids)))
-                    out.write("\n")
-    except errors.LogdError:
-        progress.done()
-        if written:
-            print(f"logd write: {written} messages were written before the error", file=sys.stderr)
-        raise
+    state = {"stdout_ok": True}
+
+    def on_ack(ids: range) -> None:
+        progress.add(len(ids), ids[-1])
+        if args.quiet:
+            return
+        if on_tty:
+            _merge(ranges, ids)
+        elif state["stdout_ok"]:
+            try:
+                write_all(out, ("\n".join(map(str, ids)) + "\n").encode())
+            except BrokenPipeError:  # `logd write | head`: keep writing, stop printing
+                state["stdout_ok"] = False
+
+    with _client(args) as client:
+        writer = LiveWriter(
+            client,
+            batch=args.batch,
+            batch_bytes=args.batch_bytes,
+            linger=args.linger / 1000.0,
+            on_ack=on_ack,
+            stop_wait=min(args.timeout, 5.0),
+        )
+        lost: errors.LogdError | None = None
+        try:
+            outcome = writer.run(None if bodies is not None else sys.stdin.fileno(), bodies)
+        except errors.LogdError as exc:
+            outcome, lost = writer.outcome, exc
     progress.done()
-    if summary:
-        _print_summary(ranges, written, out)
-    if skipped[0]:
-        print(f"logd write: skipped {skipped[0]} empty lines", file=sys.stderr)
+    if on_tty and not args.quiet:
+        _print_summary(ranges, outcome.written, sys.stdout)
+    error = lost or outcome.error
+    stopped = bool(outcome.signal or error or outcome.in_flight or outcome.unsent)
+    if stopped or (bodies is None and not args.quiet) or outcome.skipped:
+        print(outcome.line(), file=sys.stderr)
+    if error is not None:
+        raise error
+    if outcome.signal:
+        return EXIT_INTERRUPTED if outcome.signal == signal.SIGINT else 128 + outcome.signal
     return EXIT_OK
 
 
@@ -271,12 +330,23 @@ def _format_json(rec_id: int, body: bytes) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-_HUMAN_ESCAPES = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"})
+def _escape_table() -> dict[int, str]:
+    table = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+    table.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord("\\"): "\\\\"})
+    table.update({c: f"\\u{c:04x}" for c in range(0x80, 0xA0)})  # C1 controls (CSI is 0x9b)
+    # Bytes that are not UTF-8 arrive as surrogateescape's U+DC80..U+DCFF.
+    table.update({0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)})
+    return table
+
+
+# Every control character and the backslash are escaped, so a line is
+# unambiguous and a body cannot move the cursor or recolour a terminal.
+_TEXT_ESCAPES = _escape_table()
 
 
 def _format_text(rec_id: int, body: bytes) -> bytes:
-    text = body.decode("utf-8", "backslashreplace").translate(_HUMAN_ESCAPES)
-    return f"{rec_id}\t{text}\n".encode("utf-8", "backslashreplace")
+    text = body.decode("utf-8", "surrogateescape").translate(_TEXT_ESCAPES)
+    return f"{rec_id}\t{text}\n".encode("utf-8")
 
 
 def _format_raw(rec_id: int, body: bytes) -> bytes:
@@ -287,22 +357,61 @@ _FORMATS = {"json": _format_json, "text": _format_text, "raw": _format_raw}
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    """Print records; with -f, keep following."""
+    """Print records (or hand them to --exec); with -f, keep following."""
     if args.n is not None and args.n < 0:
         raise UsageError("-n must be >= 0")
-    mode, value = parse_from(args.from_) if args.from_ else ("begin", 0)
-    fmt = args.output or ("text" if _isatty(sys.stdout) else "json")
+    if args.from_:
+        mode, value = parse_from(args.from_)
+    elif args.follow:
+        mode, value = "last", FOLLOW_BACKLOG
+    else:
+        mode, value = "begin", 0
+    default_fmt = "text" if _isatty(sys.stdout) and not args.exec_ else "json"
+    fmt = args.output or default_fmt
     cursor = Checkpoint(args.cursor_file, every=100_000, interval=1.0) if args.cursor_file else None
-    if cursor is not None and cursor.last_id is not None:
-        mode, value = "id", cursor.last_id + 1  # journalctl: the cursor file wins over --from
+    found = cursor.last_id if cursor is not None else None
+    if found is not None:
+        mode, value = "id", found + 1  # journalctl: the cursor file wins over --from
+    sink: FdSink | ExecSink
+    if args.exec_:
+        sink = ExecSink(args.exec_, _save_now(cursor) if cursor is not None else None)
+    else:
+        sink = FdSink(sys.stdout.fileno(), cursor.save if cursor is not None else None)
+    wait = args.wait if args.wait is not None else (float("inf") if args.follow and args.reconnect else 0.0)
     old_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    closed = False
     try:
-        with _client(args) as client:
-            return _read(client, args, mode, value, _FORMATS[fmt], cursor)
+        with _client(args, wait) as client:
+            return _read(client, args, mode, value, _FORMATS[fmt], sink)
+    except OutputClosed:
+        closed = True
+        _silence_stdout()
+        if cursor is not None:
+            cursor.restore(found)
+            kept = "left at its start" if found is None else f"left at {found}"
+            print(
+                f"logd read: output closed after id {sink.taken} was written; cursor file {kept}, "
+                "since records still in the pipe never reached the reader",
+                file=sys.stderr,
+            )
+        return EXIT_PIPE
+    except ConsumerFailed as exc:
+        at = cursor.last_id if cursor is not None else None
+        where = "" if cursor is None else f"; cursor file left at {at}" if at else "; cursor file not written"
+        print(f"logd read: {exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
     finally:
         signal.signal(signal.SIGTERM, old_term)
-        if cursor is not None:
+        if cursor is not None and not closed:
             cursor.flush()
+
+
+def _save_now(cursor: Checkpoint) -> Callable[[int], None]:
+    def save(rec_id: int) -> None:
+        cursor.save(rec_id)
+        cursor.flush()
+
+    return save
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -315,7 +424,7 @@ def _read(
     mode: str,
     value: int,
     fmt: Callable[[int, bytes], bytes],
-    cursor: Checkpoint | None,
+    sink: FdSink | ExecSink,
 ) -> int:
     head = client.head()
     if mode == "end":
@@ -355,7 +464,7 @@ def _read(
                 raise
             start = exc.first
             continue
-        return _emit(client, _chain(first, records), fmt, cursor)
+        return _emit(client, _chain(first, records), fmt, sink, follow=args.follow)
     raise errors.LogdError("the first retained id kept moving; giving up")
 
 
@@ -368,41 +477,63 @@ def _report_reconnect(failures: int, exc: BaseException) -> None:
     print(f"logd read: connection lost ({exc}); reconnecting (attempt {failures})", file=sys.stderr)
 
 
+def _caught_up(client: Client) -> bool:
+    """Nothing parsed is waiting and nothing arrives within a moment: a follow is at the head."""
+    if client.buffered:
+        return False
+    sock = client._sock
+    if sock is None:
+        return True
+    ready, _, _ = select.select([sock], [], [], 0.05)
+    return not ready
+
+
 def _emit(
-    client: Client, records: Iterator[Any], fmt: Callable[[int, bytes], bytes], cursor: Checkpoint | None
+    client: Client,
+    records: Iterator[Any],
+    fmt: Callable[[int, bytes], bytes],
+    sink: FdSink | ExecSink,
+    follow: bool,
 ) -> int:
-    """Write records to stdout; save the cursor only for records stdout has accepted."""
-    out = sys.stdout.buffer
+    """Hand records to the sink; it moves the cursor only for records its consumer took."""
     progress = Progress("read")
-    chunk: list[bytes] = []
-    size = 0
     last_id = 0
-
-    def flush() -> None:
-        nonlocal size
-        if chunk:
-            out.write(b"".join(chunk))
-            chunk.clear()
-            size = 0
-        out.flush()
-        if cursor is not None and last_id:
-            cursor.save(last_id)  # batched by the Checkpoint; flushed at exit
-
+    exec_batches = isinstance(sink, ExecSink)
     try:
         for rec in records:
-            line = fmt(rec.id, rec.body)
-            chunk.append(line)
-            size += len(line)
+            sink.add(rec.id, fmt(rec.id, rec.body))
             last_id = rec.id
             progress.add(1, rec.id)
             # Flush when a chunk is full, or when the next record would
-            # block: a follower's output and cursor are then current.
-            if size >= OUT_CHUNK or client.buffered == 0:
-                flush()
+            # block: a follower's output and cursor are then current. An
+            # --exec batch ends only once a follow has caught up.
+            if sink.size >= OUT_CHUNK or client.buffered == 0:
+                sink.flush(end_of_batch=follow and exec_batches and _caught_up(client))
+    except errors.ConnectionLost as exc:
+        _close_after_error(sink)
+        last_id = sink.taken
+        # The usual cause mid-read: a consumer that stopped taking bytes (`logd read | less`).
+        raise errors.ConnectionLost(
+            f"{exc.message} after id {last_id}. If this reader stopped taking bytes (a paused "
+            f"`logd read | less`), the server dropped it after its --send-timeout (30 s by "
+            f"default); resume with --from {last_id + 1}, or keep your place with --cursor-file"
+        ) from exc
+    except OutputClosed:
+        raise
+    except BaseException:
+        _close_after_error(sink)  # every record handed over so far passed its checks
+        raise
     finally:
         progress.done()
-        flush()  # also on errors: every record buffered so far passed its checks
+    sink.close(ok=True)
     return EXIT_OK
+
+
+def _close_after_error(sink: FdSink | ExecSink) -> None:
+    try:
+        sink.close(ok=False)
+    except ConsumerFailed:
+        pass  # the batch did not count; the error that stopped the read is the news
 
 
 # -- head, stats, ping ------------------------------------------------------------------
@@ -468,6 +599,8 @@ exit codes:
   2  usage error
   3  connection failure (refused, lost, timed out, too many clients, server shutting down)
   4  not retained: the requested id was removed by retention
+  130/143  stopped by SIGINT/SIGTERM (write flushes and reports first; read saves its cursor)
+  141  read: the output closed early (EPIPE); the cursor file is put back
 """
 
 
@@ -478,31 +611,53 @@ def _positive_float(value: str) -> float:
     return f
 
 
+def _size(value: str) -> int:
+    try:
+        n = parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return n
+
+
+def add_connection_options(parser: argparse.ArgumentParser, dest_prefix: str = "") -> None:
+    """``-H`` and ``--timeout``; cli.py adds them before the subcommand with a ``global_`` prefix."""
+    parser.add_argument(
+        "-H",
+        "--host",
+        dest=f"{dest_prefix}host",
+        metavar="ADDR",
+        help=f"server as host:port, [v6]:port or a unix socket path (default: $LOGD_HOST, else {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--timeout",
+        dest=f"{dest_prefix}timeout",
+        type=_positive_float,
+        metavar="S",
+        help=f"seconds to wait for each reply (default: {DEFAULT_TIMEOUT:g})",
+    )
+
+
 def register(subparsers: Any) -> None:
     """Add write, read, head, stats and ping to an argparse subparsers object."""
     common = argparse.ArgumentParser(add_help=False)
+    add_connection_options(common)
     common.add_argument(
-        "-H",
-        "--host",
-        default=os.environ.get("LOGD_HOST") or DEFAULT_HOST,
-        metavar="ADDR",
-        help="server as host:port or a unix socket path (default: $LOGD_HOST or %(default)s)",
-    )
-    common.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=10.0,
+        "--wait",
+        type=float,
         metavar="S",
-        help="seconds to wait for the server (default: %(default)s)",
+        help="retry for up to S seconds while nothing listens at the address, with capped "
+        "backoff (default: 0; for read -f --reconnect, no limit)",
     )
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help: str, desc: str) -> Any:
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str, desc: str, examples: str = "") -> Any:
         p = subparsers.add_parser(
             name,
             parents=[common],
             help=help,
             description=desc,
-            epilog=EXIT_CODES_HELP,
+            epilog=(f"examples:\n{examples}\n\n" if examples else "") + EXIT_CODES_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.set_defaults(func=_command(func), client_command=name)
@@ -513,14 +668,36 @@ def register(subparsers: Any) -> None:
         cmd_write,
         "append messages",
         "Append each MESSAGE, or with none, one message per line of stdin (empty lines are\n"
-        "skipped; a trailing \\r is removed). Prints the ids written, one per line; on a\n"
-        "terminal, a summary once there are many.",
+        "skipped; a trailing \\r is removed). stdin is sent as it arrives: a batch goes when\n"
+        "it is full or its first line has waited --linger ms. Prints the ids written, one per\n"
+        "line as the server acknowledges them (on a terminal, a summary once there are many),\n"
+        "and for stdin a closing summary on stderr: lines read, written, the last id, and any\n"
+        "batches in flight that may or may not have been written. SIGINT/SIGTERM send what was\n"
+        "read, wait up to 5 s for the acks, and exit 130/143.",
+        "  logd write 'first message' second\n"
+        "  tail -F app.log | logd write -q\n"
+        "  logd write --batch 1 < events.txt      # one MSG per line\n"
+        "  logd write --batch-bytes 4MiB < big.log",
     )
     p.add_argument("messages", nargs="*", metavar="MESSAGE")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not print ids")
-    p.add_argument("--batch", type=int, default=1000, metavar="N", help="messages per MSG request")
+    p.add_argument("-q", "--quiet", action="store_true", help="print no ids and, unless stopped early, no summary")
     p.add_argument(
-        "--batch-bytes", type=int, default=1024 * 1024, metavar="B", help="bytes per MSG request"
+        "--batch", type=int, default=1000, metavar="N", help="most messages per MSG request (default: %(default)s)"
+    )
+    p.add_argument(
+        "--batch-bytes",
+        type=_size,
+        default=1024 * 1024,
+        metavar="SIZE",
+        help="most bytes per MSG request, e.g. 65536, 512KiB, 1MiB (default: 1MiB)",
+    )
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=DEFAULT_LINGER_MS,
+        metavar="MS",
+        help="send a batch once its first line has waited this long, 0 = as soon as stdin has "
+        "nothing more ready (default: %(default)g)",
     )
 
     p = add(
@@ -528,32 +705,54 @@ def register(subparsers: Any) -> None:
         cmd_read,
         "print records",
         "Print records from --from up to the head at start (or -n of them); -f keeps\n"
-        "following. Output is 'id<TAB>body' on a terminal and JSON lines otherwise\n"
-        '({"id": N, "body": "..."}, or "body_base64" for bodies that are not UTF-8).',
+        "following, starting at the last 10 unless --from says otherwise. Output is\n"
+        "'id<TAB>body' on a terminal (control characters and \\ escaped) and JSON lines\n"
+        'otherwise ({"id": N, "body": "..."}, or "body_base64" for bodies that are not UTF-8).\n'
+        "\n"
+        "--cursor-file: with stdout, the cursor moves to records the pipe accepted, which is\n"
+        "not proof the consumer processed them; if the reader closes early (EPIPE) the cursor\n"
+        "is put back where this run found it and logd exits 141. With --exec CMD, logd runs\n"
+        "the consumer itself and moves the cursor only when CMD read all and exited 0.",
+        "  logd read --from -20                       # the last 20\n"
+        "  logd read -f -o raw | grep ERROR           # tail -f\n"
+        "  logd read -f --reconnect --wait 60         # also wait for the server to come up\n"
+        "  logd read --cursor-file app.cursor --exec './import'",
     )
     p.add_argument(
         "--from",
         dest="from_",
         metavar="WHERE",
-        help="an id, begin (first retained, the default), end (only new records) or -N (the last N)",
+        help="an id, begin (the first retained id), end (only new records) or -N (the last N); "
+        "default: begin, or -10 with -f",
     )
-    p.add_argument("-n", type=int, metavar="N", help="stop after N records")
+    p.add_argument("-n", type=int, metavar="N", help="stop after N records (default: no limit)")
     p.add_argument("-f", "--follow", action="store_true", help="keep reading new records")
     p.add_argument(
         "--reconnect",
         action="store_true",
-        help="with -f: reconnect after a lost connection or restart, resuming after the last id",
+        help="with -f: wait for the server (see --wait) and reconnect after a lost connection "
+        "or restart, resuming after the last id",
     )
     p.add_argument(
         "--cursor-file",
         metavar="FILE",
-        help="start after the id saved in FILE (overrides --from) and save the last id printed",
+        help="start after the id saved in FILE (overrides --from) and save the last id the "
+        "consumer took (see above)",
+    )
+    p.add_argument(
+        "--exec",
+        dest="exec_",
+        metavar="CMD",
+        help="run CMD (with /bin/sh -c) and write the records to its stdin instead of stdout: once "
+        "for the whole read, or with -f once per batch up to the head; the cursor moves only "
+        "when CMD exits 0. Output defaults to json",
     )
     p.add_argument(
         "-o",
         "--output",
         choices=("raw", "json", "text"),
-        help="raw: bodies only; json: JSON lines; text: id<TAB>body (default: text on a terminal, else json)",
+        help="raw: bodies only; json: JSON lines; text: id<TAB>body "
+        "(default: text on a terminal, else json)",
     )
 
     add("head", cmd_head, "print the newest id", "Print the newest id, 0 on an empty log.")
@@ -580,6 +779,7 @@ def register(subparsers: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the client subcommands alone (``python -m logd.clientcli``), for tests and debugging."""
     parser = argparse.ArgumentParser(prog="logd", epilog=EXIT_CODES_HELP)
+    add_connection_options(parser, "global_")
     sub = parser.add_subparsers(dest="subcommand", required=True)
     register(sub)
     args = parser.parse_args(argv)

@@ -124,3 +124,37 @@ def test_tolerates_whitespace(tmp_path: Path) -> None:
 def test_every_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Checkpoint(tmp_path / "cursor", every=0)
+
+
+def test_missing_directory_is_an_error_at_open(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Checkpoint(tmp_path / "no" / "such" / "cursor")
+
+
+def test_directory_is_an_error_at_open(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="is a directory"):
+        Checkpoint(tmp_path)
+
+
+def test_failed_save_is_a_checkpoint_error(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    cp = Checkpoint(d / "cursor", every=1)
+    d.rmdir()
+    with pytest.raises(CheckpointError, match="cannot save"):
+        cp.save(3)
+
+
+def test_restore_puts_the_file_back(tmp_path: Path) -> None:
+    path = tmp_path / "cursor"
+    cp = Checkpoint(path, every=1)
+    cp.save(5)
+    cp.restore(None)
+    assert not path.exists() and cp.last_id is None
+    cp.save(7)
+    cp.save(8)
+    cp.restore(2)
+    assert on_disk(path) == 2 and cp.last_id == 2
+    cp.restore(None)
+    cp.restore(None)  # no file: nothing to do
+    assert not path.exists()
