@@ -31,7 +31,7 @@ from typing import IO, Any, Callable, Iterator
 
 from . import errors
 from .checkpoint import Checkpoint, CheckpointError
-from .client import DEFAULT_PORT, Client, backoff_delay, connect
+from .client import DEFAULT_PORT, Client, connect
 from .config import parse_size
 from .livewrite import LiveWriter
 from .readout import ConsumerFailed, ExecSink, FdSink, OutputClosed, write_all
@@ -83,7 +83,7 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_NOT_RETAINED
     if isinstance(exc, (errors.ConnectionLost, errors.TooManyClients, errors.ShuttingDown)):
         return EXIT_CONNECTION
-    if isinstance(exc, (UsageError, CheckpointError, ValueError)):
+    if isinstance(exc, (UsageError, CheckpointError, errors.BadAddress, ValueError)):
         return EXIT_USAGE
     if isinstance(exc, _Terminated):
         return _Terminated.exit_status
@@ -201,26 +201,20 @@ def _resolve(args: argparse.Namespace) -> None:
 def _client(args: argparse.Namespace, wait: float | None = None) -> Client:
     """Connect; for up to ``wait`` seconds (inf: forever), retry a server that is not up yet.
 
-    Only "nothing listens there" is retried (refused, no socket file), with
-    the capped, jittered backoff ``follow(reconnect=True)`` uses.
-    TODO(issue 7): use ``connect(..., wait=)`` once the library has it.
+    The retrying (capped, jittered backoff) is the library's ``connect(wait=)``;
+    the CLI only says once that it is waiting.
     """
     if wait is None:
         wait = getattr(args, "wait", None) or 0.0
-    deadline = time.monotonic() + wait
-    failures = 0
-    while True:
-        try:
-            return connect(args.host, timeout=args.timeout, connect_timeout=min(args.timeout, 5.0))
-        except errors.ConnectionLost as exc:
-            retry = isinstance(exc.__cause__, (ConnectionRefusedError, FileNotFoundError))
-            left = deadline - time.monotonic()
-            if not retry or left <= 0:
-                raise
-            if failures == 0:
-                print(f"logd {args.client_command}: waiting for the server at {args.host}", file=sys.stderr)
-            time.sleep(min(backoff_delay(failures), left))
-            failures += 1
+    started = time.monotonic()
+    try:
+        return connect(args.host, timeout=args.timeout, connect_timeout=min(args.timeout, 5.0))
+    except errors.ConnectionLost:
+        if wait <= 0:
+            raise
+    print(f"logd {args.client_command}: waiting for the server at {args.host}", file=sys.stderr)
+    left = max(0.0, wait - (time.monotonic() - started))
+    return connect(args.host, timeout=args.timeout, connect_timeout=min(args.timeout, 5.0), wait=left)
 
 
 # -- write ----------------------------------------------------------------------------

@@ -364,9 +364,11 @@ def test_paused_reader_is_told_why_it_was_dropped(logd_server: Any) -> None:
     srv = logd_server("--send-timeout", "1")
     with logd.connect(srv.addr) as c:
         c.append_many([[b"x" * 1000] * 1000 for _ in range(40)])  # 40 MB: more than the buffers
-    proc = spawn("read", "-H", srv.addr, "-o", "raw", stdin=subprocess.DEVNULL)
+    # A tail reader that stops reading (`logd read -f | less`) is dropped after
+    # --send-timeout; a bounded READ would wait for it (docs/protocol.rst).
+    proc = spawn("read", "-H", srv.addr, "-f", "--from", "begin", "-o", "raw", stdin=subprocess.DEVNULL)
     try:
-        srv.wait_event("slow_reader_dropped", timeout=30)  # we do not read: `logd read | less`
+        srv.wait_event("slow_reader_dropped", timeout=30)  # we do not read
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
