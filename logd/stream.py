@@ -184,7 +184,10 @@ def _send_spans(
             try:
                 fd = files[source] = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                raise NotRetained(f"records from {start} were deleted by retention",
+                # Deleted since spans() named it: its records are gone, not only `start`.
+                named = parse_name(os.path.basename(source))
+                gone_from = named[1] if named and offset == 0 else start
+                raise NotRetained(f"records from {gone_from} were deleted by retention",
                                   first=log_.first_id(), head=log_.head()) from None
         used.add(source)
         send_file(sock, fd, offset, count, timeout)

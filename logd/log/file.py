@@ -411,9 +411,7 @@ class FileLog:
         if start < self._firsts[0]:
             raise NotRetained(f"id {start} is no longer retained", first=self._firsts[0], head=self._head)
         p, off = self.locate(start)
-        i = self._partitions.index(p)
         while True:
-            p = self._partitions[i]
             if end <= p.last_id + 1:
                 _, stop = self.locate(end) if end <= p.last_id else (p, p.size)
                 # A stream's next call starts where this one ends: remember it,
@@ -429,8 +427,24 @@ class FileLog:
                 return
             if p.size > off:
                 yield p.path, off, p.size - off
-            i += 1
+            # Retention may have deleted partitions while the caller sent that
+            # span (issue 7 item 3): find the next one by id, never by a list
+            # position held across the yield.
+            p = self._following(p)
             off = 0
+
+    def _following(self, p: Partition) -> Partition:
+        """The partition after ``p``, found by id.
+
+        Raises:
+            NotRetained: retention deleted it.
+        """
+        next_id = p.last_id + 1
+        i = bisect_right(self._firsts, next_id) - 1
+        if i < 0 or self._partitions[i].first_id != next_id:
+            raise NotRetained(f"records from {next_id} were deleted by retention",
+                              first=self._firsts[0], head=self._head)
+        return self._partitions[i]
 
     def corrupt_between(self, start: int, end: int) -> Corrupt | None:
         """The first known-bad range overlapping ids ``[start, end)``."""
