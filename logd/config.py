@@ -166,7 +166,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("index_interval", _size(1), "4096", "bytes between sparse index entries"),
     Setting("retain_bytes", _size(0), "0", "delete the oldest closed partitions past this total size, 0 = keep all"),
     Setting("retain_age", _duration, "0", "delete closed partitions older than this (e.g. 7d), 0 = keep all"),
-    Setting("verify_on_start", _choice("auto", "full", "tail"), "full",
+    Setting("verify_on_start", _choice("auto", "full", "tail"), "auto",
             "auto: after a clean stop trust what the marker covers, after a crash verify what "
             "follows the recovery point; full: verify every record; tail: trust sane indexes"),
     Setting("allow_corrupt", _bool, "false", "start despite corrupt records mid-log; READ reports them"),
@@ -198,7 +198,7 @@ class ServerConfig:
     index_interval: int = 4096
     retain_bytes: int = 0  # 0: keep everything
     retain_age: float = 0.0  # seconds; 0: keep everything
-    verify_on_start: str = "full"  # "auto" | "full" | "tail"
+    verify_on_start: str = "auto"  # "auto" | "full" | "tail"
     allow_corrupt: bool = False
     max_clients: int = 10_000
     max_line: int = 1024
