@@ -117,7 +117,7 @@ def recover_partition(
             problem = "missing"
         if problem is not None and problem != "missing":
             log.warning("index_ignored", partition=p.number, reason=problem)
-        if start is not None and not full and problem is None and loaded is not None and len(loaded):
+        if start is not None and not full:
             off, last = start
             if off > size or (off < size and id_at(fd, off) != last + 1):
                 log.warning("recovery_point_ignored", partition=p.number, offset=off, id=last,
@@ -126,7 +126,7 @@ def recover_partition(
         if full or problem is not None or loaded is None or not len(loaded):
             p.index = SparseIndex(interval)
             result = scan(fd, 0, size, p.first_id, p.index.add, progress)
-        elif start is not None:
+        elif start is not None:  # the index is sane and the point agrees with the file
             off, last = start
             p.index = loaded
             p.index.truncate(off + 1)

@@ -124,3 +124,51 @@ def test_a_taken_port_fails_at_once_naming_it_before_opening_the_log(logd_server
     names = [e["event"] for e in events]
     assert "log_opened" not in names  # failed before any verification
     assert not data.exists()  # and before touching the data dir
+
+
+# -- item 10: what a restart verifies --------------------------------------------------
+
+
+def _append(w: Wire, *bodies: bytes) -> int:
+    w.cmd("MSG", *bodies)
+    line = w.line()
+    assert line.startswith(b"OK "), line
+    return int(line[3:-2])
+
+
+def _read(w: Wire, start: int, limit: int) -> list[tuple[int, bytes]]:
+    from .wire import records
+
+    w.cmd("READ", start, limit)
+    return records(w.read_until(b"+EOF\r\n")[4:])
+
+
+def test_restart_trusts_the_clean_marker_and_the_recovery_point(logd_server):
+    srv = logd_server("--partition-size", "64KiB")
+    w = Wire(srv.host, srv.port)
+    body = lambda i: b"restart %06d " % i + b"q" * 80
+    for i in range(0, 3000, 100):
+        assert _append(w, *(body(j) for j in range(i + 1, i + 101))) == i + 100
+    parts = len([p for p in srv.data_dir.iterdir() if p.suffix == ".log"])
+    assert parts >= 4
+
+    srv.restart()  # clean stop, clean start: no record is verified
+    done = srv.wait_event("log_verified")
+    assert done["partitions_clean"] == parts and done["verified_mib"] == 0
+    assert "partitions_full" not in done and not srv.events("verifying")
+
+    w = Wire(srv.host, srv.port)
+    assert _append(w, *(body(j) for j in range(3001, 3101))) == 3100
+    srv.kill()  # kill -9: the recovery point written at open (and after fsyncs) bounds the work
+    srv.logs.clear()
+    srv.start()
+    done = srv.wait_event("log_verified")
+    assert done.get("partitions_partial", 0) >= 1 and "partitions_clean" not in done
+    assert done.get("partitions_full", 0) <= 1  # at most a partition rolled after the point
+    w = Wire(srv.host, srv.port)
+    assert _read(w, 1, 3100) == [(i, body(i)) for i in range(1, 3101)]
+
+    srv.restart("--partition-size", "64KiB", "--verify-on-start", "full")
+    done = srv.wait_event("log_verified")
+    assert done["partitions_full"] == done["partitions"] and done["verified_mib"] > 0
+    assert srv.events("verifying")[0]["partitions"] == done["partitions"]
