@@ -96,6 +96,10 @@ class Daemon:
         self._stop.set()
 
     def run(self) -> int:
+        # Before the first `listening` line: a SIGTERM sent as soon as the
+        # server says it listens must stop it gracefully, not kill it.
+        gevent.signal_handler(signal.SIGTERM, self.request_stop)
+        gevent.signal_handler(signal.SIGINT, self.request_stop)
         self.queue.start()
         if self.config.retain_bytes or self.config.retain_age:
             gevent.spawn(self._retention_loop)
@@ -107,8 +111,6 @@ class Daemon:
                 host, port = listener.address[:2]
                 log.info("listening", host=host, port=port, data_dir=self.log.directory,
                          fsync=str(self.config.fsync))
-        gevent.signal_handler(signal.SIGTERM, self.request_stop)
-        gevent.signal_handler(signal.SIGINT, self.request_stop)
         systemd.notify("READY=1", f"STATUS=serving head={self.log.head()}")
         self._stop.wait()
         self.shutdown()

@@ -74,6 +74,7 @@ class _SyncPoint:
         self.dir_path = dir_path
         self._fsync = fsync
         self.recovery_point = recovery_point
+        self.recovery_point_error: str | None = None
 
     def run(self) -> None:
         for fd in self.fds:
@@ -86,7 +87,12 @@ class _SyncPoint:
                 os.close(dfd)
         if self.recovery_point is not None:
             # Only now is everything up to it durable: say so, for the next start.
-            write_recovery_point(*self.recovery_point)
+            # A failure (disk full) is not a failed fsync: the data is durable,
+            # and an older point only means more to verify after a crash.
+            try:
+                write_recovery_point(*self.recovery_point)
+            except OSError as exc:
+                self.recovery_point_error = exc.strerror or str(exc)
 
 
 class FileLog:
@@ -221,7 +227,10 @@ class FileLog:
         # All of it is verified and durable now (recovery fsyncs what it read):
         # the next start, after a crash, verifies only what follows. Then the
         # clean marker goes: from here on, writes make it stale.
-        write_recovery_point(self.directory, RecoveryPoint(active.number, active.size, self._head))
+        try:
+            write_recovery_point(self.directory, RecoveryPoint(active.number, active.size, self._head))
+        except OSError as exc:  # e.g. a full disk: the log opens; a crash costs more verification
+            log.warning("recovery_point_not_saved", error=exc.strerror or str(exc))
         self._rp_due = time.monotonic() + RECOVERY_POINT_EVERY
         if self.recovered_clean:
             os.unlink(os.path.join(self.directory, CLEAN_MARKER))
@@ -426,6 +435,8 @@ class FileLog:
         if point.head > self._synced:
             self._synced = point.head
             self._synced_pos = point.position
+        if point.recovery_point_error is not None:
+            log.warning("recovery_point_not_saved", error=point.recovery_point_error)
         # The active index is saved at roll and close only: after a crash the
         # active partition is scanned whole anyway.
 
@@ -628,7 +639,11 @@ class FileLog:
         self._fd = -1
         self._partitions[-1].index.save(self._partitions[-1].idx_path)
         if clean:
-            write_clean(self.directory, self._head, time.time(), self._clean_entries())
+            try:
+                write_clean(self.directory, self._head, time.time(), self._clean_entries())
+            except OSError as exc:  # the next start takes the crash path: slower, as correct
+                log.warning("clean_marker_not_saved", error=exc.strerror or str(exc))
+                clean = False
         os.close(self._lock_fd)
         log.info("log_closed", head=self._head, clean=clean)
 

@@ -195,3 +195,32 @@ def test_progress_lines_while_verifying(tmp_path: Path, monkeypatch: pytest.Monk
     assert {"partition", "partitions", "partitions_done", "verified_mib", "total_mib", "mib_per_s"} <= set(lines[-1])
     done = [e for e in logs if e["event"] == "log_verified"][0]
     assert done["partitions_full"] == done["partitions"] and done["trusted_mib"] == 0
+
+
+def test_a_recovery_point_or_marker_that_cannot_be_written_fails_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    flog = FileLog(str(tmp_path / "d"), **SMALL)
+    before = (tmp_path / "d" / "recovery-point").read_text()
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(file_mod, "write_recovery_point", full)
+    monkeypatch.setattr(file_mod, "write_clean", full)
+    fill(flog, 5)
+    with capture_logs() as logs:
+        sync(flog)
+        assert flog.synced_head() == 10 and flog.failed is None
+        flog.append([b"still writable"])
+        flog.close()
+    assert [e["event"] for e in logs if e["event"].endswith("_not_saved")] == [
+        "recovery_point_not_saved", "clean_marker_not_saved"]
+    assert (tmp_path / "d" / "recovery-point").read_text() == before  # the old point stands
+    assert not (tmp_path / "d" / "clean-shutdown").exists()
+    monkeypatch.undo()
+    again = FileLog(str(tmp_path / "d"), **SMALL)  # the crash path, from the old point
+    assert again.head() == 11
+    again.close()
