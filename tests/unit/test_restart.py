@@ -224,3 +224,24 @@ def test_a_recovery_point_or_marker_that_cannot_be_written_fails_nothing(
     again = FileLog(str(tmp_path / "d"), **SMALL)  # the crash path, from the old point
     assert again.head() == 11
     again.close()
+
+
+def test_a_crash_in_the_partition_of_the_recovery_point_scans_from_the_point(tmp_path: Path, scans: list) -> None:
+    """The active partition was created after the open (a roll): its index entries are
+    saved with the recovery point, so the scan starts at the point, not at 0."""
+    flog = FileLog(str(tmp_path / "d"), **SMALL)
+    fill(flog, 40)
+    sync(flog)
+    rp = read_recovery_point(str(tmp_path / "d"))
+    assert rp is not None and not isinstance(rp, str)
+    assert rp.partition == flog.partitions()[-1].number and rp.offset > 0
+    flog.append([b"after the point"])
+    want = bodies(flog)
+    shutil.copytree(flog.directory, tmp_path / "crash", ignore=shutil.ignore_patterns("lock"))
+    flog.close()
+    scans.clear()
+    again = FileLog(str(tmp_path / "crash"), **SMALL)
+    assert [s for s in scans if s[0] == rp.partition] == [(rp.partition, rp.offset)]
+    assert "full" not in again.opened_how
+    assert bodies(again) == want
+    again.close()
