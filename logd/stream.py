@@ -148,8 +148,8 @@ def _finish_deleted(
         return target
     number = parse_name(os.path.basename(path))
     following = log_.first_id_of(number[0] + 1) if number else None
-    if following is None:
-        raise NotRetained(f"records after partition {path} were deleted by retention",
+    if following is None:  # the same line as when spans() finds the next one gone
+        raise NotRetained(f"records from {reached} were deleted by retention",
                           first=log_.first_id(), head=log_.head())
     os.close(files.pop(path))
     where.clear()
