@@ -8,32 +8,17 @@ from typing import Sequence
 
 __all__ = ["main"]
 
-# flag -> (type, help); defaults live in config.ServerConfig, so a TOML file
-# can supply what the command line does not.
-_SERVE_FLAGS: dict[str, tuple[type, str]] = {
-    "host": (str, "address to listen on [127.0.0.1]"),
-    "port": (int, "TCP port, 0 for any free one [1774]"),
-    "unix": (str, "also listen on this unix domain socket path"),
-    "data-dir": (str, "data directory [$STATE_DIRECTORY or ./logd-data]"),
-    "fsync": (str, "always | interval:<ms> | never [always]"),
-    "partition-size": (str, "roll partitions at this size [64MiB]"),
-    "index-interval": (str, "bytes between sparse index entries [4096]"),
-    "retain-bytes": (str, "delete the oldest closed partitions past this total size, 0 = keep all [0]"),
-    "retain-age": (str, "delete closed partitions older than this (e.g. 7d), 0 = keep all [0]"),
-    "verify-on-start": (str, "full: check every record at startup; tail: trust sane indexes [full]"),
-    "max-clients": (int, "connections served at once [10000]"),
-    "max-line": (int, "longest command or length line [1024]"),
-    "max-message": (str, "largest message [1MiB]"),
-    "max-args": (int, "most messages in one MSG [10000]"),
-    "max-request": (str, "largest request, all arguments together [64MiB]"),
-    "max-pipeline": (int, "replies pending per connection before reading pauses [1024]"),
-    "idle-timeout": (float, "close connections idle this many seconds, 0 = never [0]"),
-    "partial-timeout": (float, "close a connection whose command stays incomplete this long [30]"),
-    "send-timeout": (float, "drop a reader that takes no bytes this long [30]"),
-    "shutdown-timeout": (float, "bound on each graceful shutdown step [10]"),
-    "log-level": (str, "debug | info | warning | error [info]"),
-    "log-format": (str, "auto | json | console [auto]"),
-}
+# flag -> (type, help), from the one settings table in config.py (defaults,
+# checks and help in one place). Values stay strings here: config.load checks
+# them, with the same messages as for TOML values.
+def _serve_flags() -> dict[str, tuple[type, str]]:
+    from .config import SETTINGS
+
+    return {s.flag: (str, f"{s.help} [default: {s.default}]")
+            for s in SETTINGS if s.name != "allow_corrupt"}  # a store_true flag of its own
+
+
+_SERVE_FLAGS: dict[str, tuple[type, str]] = _serve_flags()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -45,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
     flags["allow_corrupt"] = args.allow_corrupt
     try:
         config = config_mod.load(args.config, flags)
-    except (ValueError, OSError) as exc:
+    except config_mod.ConfigError as exc:
         print(f"logd serve: {exc}", file=sys.stderr)
         return 2
     logconfig.configure(config.log_level, config.log_format)

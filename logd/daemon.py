@@ -10,9 +10,11 @@ event: the work runs in the main greenlet.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
+import socket
 
 import gevent
 import structlog
@@ -61,31 +63,71 @@ class Daemon:
         self.config = config
         raise_fd_limit(config.max_clients)
         self.stats = Stats()
-        self.log = FileLog(
-            config.data_dir,
-            partition_size=config.partition_size,
-            index_interval=config.index_interval,
-            fsync=config.fsync.mode != "never",
-            fsync_func=faults.fsync_func(),
-            verify=config.verify_on_start,
-            allow_corrupt=config.allow_corrupt,
-        )
+        # Addresses first (issue 7 item 10): a taken port fails at once, naming
+        # it, not after minutes of verification. Connections made while the
+        # log opens wait in the listen backlog and are served once it is open.
+        socks = self._bind()
+        try:
+            self.log = FileLog(
+                config.data_dir,
+                partition_size=config.partition_size,
+                index_interval=config.index_interval,
+                fsync=config.fsync.mode != "never",
+                fsync_func=faults.fsync_func(),
+                verify=config.verify_on_start,
+                allow_corrupt=config.allow_corrupt,
+            )
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            self._remove_unix_socket()
+            raise
         self.queue = EventQueue(self.log, config.fsync, self.stats)
         self.queue.handlers.on_shutdown = self.request_stop
         self._stop = Event()
+        self.listeners = [Listener(self.queue, config, s) for s in socks]
+
+    def _bind(self) -> list[socket.socket]:
+        """The listening sockets, or OSError naming the address that failed."""
+        config = self.config
+        self._unix_id: tuple[int, int] | None = None
         try:
             socks = [tcp_listener(config.host, config.port)]
-            if config.unix:
+        except OSError as exc:
+            where = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(f"address {where} is already in use") from exc
+            raise OSError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+        if config.unix:
+            try:
                 socks.append(unix_listener(config.unix))
+            except OSError:
+                socks[0].close()
+                raise
+            st = os.stat(config.unix)
+            self._unix_id = (st.st_dev, st.st_ino)
+        return socks
+
+    def _remove_unix_socket(self) -> None:
+        """Unlink our unix socket, unless the path now names another one."""
+        if self._unix_id is None or self.config.unix is None:
+            return
+        try:
+            st = os.stat(self.config.unix)
+            if (st.st_dev, st.st_ino) == self._unix_id:
+                os.unlink(self.config.unix)
         except OSError:
-            self.log.close()
-            raise
-        self.listeners = [Listener(self.queue, config, s) for s in socks]
+            pass
+        self._unix_id = None
 
     def request_stop(self) -> None:
         self._stop.set()
 
     def run(self) -> int:
+        # Before the first `listening` line: a SIGTERM sent as soon as the
+        # server says it listens must stop it gracefully, not kill it.
+        gevent.signal_handler(signal.SIGTERM, self.request_stop)
+        gevent.signal_handler(signal.SIGINT, self.request_stop)
         self.queue.start()
         if self.config.retain_bytes or self.config.retain_age:
             gevent.spawn(self._retention_loop)
@@ -97,8 +139,6 @@ class Daemon:
                 host, port = listener.address[:2]
                 log.info("listening", host=host, port=port, data_dir=self.log.directory,
                          fsync=str(self.config.fsync))
-        gevent.signal_handler(signal.SIGTERM, self.request_stop)
-        gevent.signal_handler(signal.SIGINT, self.request_stop)
         systemd.notify("READY=1", f"STATUS=serving head={self.log.head()}")
         self._stop.wait()
         self.shutdown()
@@ -125,9 +165,5 @@ class Daemon:
             listener.stop(timeout)
         self.queue.stop()
         self.log.close()
-        if self.config.unix:
-            try:
-                os.unlink(self.config.unix)
-            except OSError:
-                pass
+        self._remove_unix_socket()
         log.info("shutdown_complete", head=self.log.head())

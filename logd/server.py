@@ -87,13 +87,51 @@ def tcp_listener(host: str, port: int, backlog: int = 511) -> socket.socket:
 
 
 def unix_listener(path: str, backlog: int = 511) -> socket.socket:
+    """Listen on a unix socket at ``path``, never taking it from a live server.
+
+    A socket file that nobody answers on is stale (a crash left it) and is
+    replaced; a socket that answers, or anything that is not a socket, is
+    left alone (issue 7 item 8).
+
+    Raises:
+        OSError: with a message naming ``path``.
+    """
+    import stat
+
     try:
-        os.unlink(path)
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        pass
+        mode = None
+    if mode is not None:
+        if not stat.S_ISSOCK(mode):
+            raise OSError(f"unix socket path {path} exists and is not a socket; "
+                          "remove it or choose another --unix path")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(2.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            live = False
+        except OSError:  # a full backlog (EAGAIN) or a slow peer: somebody is there
+            live = True
+        else:
+            live = True
+        finally:
+            probe.close()
+        if live:
+            raise OSError(f"unix socket {path} is in use by another server; "
+                          "stop it or choose another --unix path")
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    sock.listen(backlog)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on unix socket {path}: {exc.strerror}") from exc
     sock.setblocking(False)
     return sock
 

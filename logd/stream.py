@@ -148,8 +148,8 @@ def _finish_deleted(
         return target
     number = parse_name(os.path.basename(path))
     following = log_.first_id_of(number[0] + 1) if number else None
-    if following is None:
-        raise NotRetained(f"records after partition {path} were deleted by retention",
+    if following is None:  # the same line as when spans() finds the next one gone
+        raise NotRetained(f"records from {reached} were deleted by retention",
                           first=log_.first_id(), head=log_.head())
     os.close(files.pop(path))
     where.clear()
@@ -184,7 +184,10 @@ def _send_spans(
             try:
                 fd = files[source] = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                raise NotRetained(f"records from {start} were deleted by retention",
+                # Deleted since spans() named it: its records are gone, not only `start`.
+                named = parse_name(os.path.basename(source))
+                gone_from = named[1] if named and offset == 0 else start
+                raise NotRetained(f"records from {gone_from} were deleted by retention",
                                   first=log_.first_id(), head=log_.head()) from None
         used.add(source)
         send_file(sock, fd, offset, count, timeout)

@@ -3,7 +3,9 @@
 ``check`` reads every record of every partition (size, CRC, id sequence,
 MSG boundaries) and every index entry, and prints what it found with
 positions, like ``redis-check-aof`` and ``kafka-dump-log --verify``. It exits
-0 only when the log is sound. ``--fix`` does the two repairs that lose
+0 only when the log is sound, 1 on problems, 2 when the directory is missing
+or not a logd data directory (a lock file or partition files), unless
+``--allow-empty`` accepts one with no log yet. ``--fix`` does the two repairs that lose
 nothing acknowledged: it cuts a torn tail of the last partition (after
 copying the bytes aside to ``<partition>.trunc.N``) and rebuilds indexes. It
 never removes data from the middle of the log.
@@ -27,12 +29,27 @@ __all__ = ["register", "check", "dump"]
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
 
-def check(directory: str, fix: bool = False, out: Any = sys.stdout) -> int:
+def is_data_dir(directory: str) -> bool:
+    """A logd data directory has a lock file (every server that opened it made
+    one) or partition files."""
+    names = os.listdir(directory)
+    return LOCK_FILE in names or any(parse_name(n) for n in names)
+
+
+def check(directory: str, fix: bool = False, out: Any = sys.stdout, allow_empty: bool = False) -> int:
     def say(text: str) -> None:
         print(text, file=out)
 
     if not os.path.isdir(directory):
         say(f"{directory}: not a directory")
+        return EXIT_USAGE
+    if not is_data_dir(directory):
+        # Issue 7 item 16: a mistyped path must not pass as "an empty log".
+        if allow_empty:
+            say(f"{directory}: no partitions (an empty log; --allow-empty)")
+            return EXIT_OK
+        say(f"{directory}: not a logd data directory (no partitions, no lock file); "
+            "--allow-empty accepts a directory with no log yet")
         return EXIT_USAGE
     lock_fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -133,9 +150,33 @@ def _check_index(fd: int, name: str, idx_path: str, first_id: int, size: int,
 
 
 def dump(path: str, out: Any = sys.stdout) -> int:
-    """Print each record with its offset; exit 1 at the first bad one."""
-    with open(path, "rb") as f:
-        data = f.read()
+    """Print each record with its offset; exit 1 at the first bad one.
+
+    A closed pipe (``logd dump X.log | head``) ends it quietly with status 1:
+    not every record was printed.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except IsADirectoryError:
+        print(f"logd dump: {path}: is a directory; give a partition file "
+              "(NNNNNNNNNN-<first id>.log), or run `logd check` on the directory", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"logd dump: {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _dump(data, out)
+    except BrokenPipeError:
+        # Python would print a traceback at exit flushing stdout again: point it
+        # at /dev/null first (the Python docs' recipe for SIGPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_PROBLEMS
+
+
+def _dump(data: bytes, out: Any) -> int:
     pos = 0
     while pos < len(data):
         try:
@@ -151,6 +192,7 @@ def dump(path: str, out: Any = sys.stdout) -> int:
         print(f"offset={pos} id={rec.id} len={len(rec.body)} more={rec.more} crc=ok body={preview}",
               file=out)
         pos = nxt
+    out.flush()
     return EXIT_OK
 
 
@@ -160,7 +202,9 @@ def register(sub: Any) -> None:
     p.add_argument("directory")
     p.add_argument("--fix", action="store_true",
                    help="cut a torn tail (saved aside) and rebuild bad indexes")
-    p.set_defaults(func=lambda a: check(a.directory, a.fix))
+    p.add_argument("--allow-empty", action="store_true",
+                   help="exit 0 for a directory that holds no log yet (else: exit 2)")
+    p.set_defaults(func=lambda a: check(a.directory, a.fix, allow_empty=a.allow_empty))
     d = sub.add_parser("dump", help="print the records of a partition file")
     d.add_argument("partition")
     d.set_defaults(func=lambda a: dump(a.partition))

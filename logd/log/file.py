@@ -6,7 +6,8 @@ Layout of a data directory::
     0000000001-00000000000000000001.idx   its sparse index (a cache)
     0000000002-00000000000000001234.log   the next partition, from id 1234
     lock                                  flock()ed by the one writing process
-    clean-shutdown                        present only after a clean stop
+    clean-shutdown                        present only after a clean stop (marks.py)
+    recovery-point                        what is verified and fsynced (marks.py)
 
 Strategy: one writer appends whole batches with one ``write`` each; a batch
 never straddles two partitions. A failed write is cut back with
@@ -15,10 +16,14 @@ never straddles two partitions. A failed write is cut back with
 / ``end_sync``. A failed fsync stops all further writes until restart: after
 fsyncgate we cannot know what reached the disk.
 
-On open (``recovery.py``) every record is verified by default
-(``verify="tail"`` trusts sane indexes instead); a torn tail of the last
-partition is copied aside to ``<partition>.trunc.N`` and cut; corruption in
-the middle of the log stops the open unless ``allow_corrupt``.
+On open (``recovery.py``), by default (``verify="auto"``), after a clean stop
+each partition the clean marker covers is trusted once its size and last
+record agree with it; after a crash only what follows the recovery point is
+verified record by record (``marks.py`` describes both files); a directory
+with neither is verified in full, as is everything with ``verify="full"``.
+A torn tail of the last partition is copied aside to ``<partition>.trunc.N``
+and cut; corruption in the middle of the log stops the open unless
+``allow_corrupt``.
 """
 
 from __future__ import annotations
@@ -38,14 +43,17 @@ from ..record import MAX_HEADER, Record, encode_batch, parse
 from . import Span
 from .index import SparseIndex
 from .partition import Partition, parse_name, partition_name
-from .recovery import Corrupt, recover_partition
+from .marks import (CLEAN_MARKER, CleanEntry, RecoveryPoint, read_clean, read_recovery_point,
+                    write_clean, write_recovery_point)
+from .recovery import Corrupt, recover_partition, trust_clean
 
 __all__ = ["FileLog"]
 
 log = structlog.get_logger("logd.log")
 
-CLEAN_MARKER = "clean-shutdown"
 LOCK_FILE = "lock"
+RECOVERY_POINT_EVERY = 1.0  # seconds: the bound on recovery-point writes (3 fsyncs each)
+PROGRESS_EVERY = 2.0  # seconds between "verifying" log lines
 
 
 class _SyncPoint:
@@ -58,12 +66,15 @@ class _SyncPoint:
         fds: list[int],
         dir_path: str | None,
         fsync: Callable[[int], None],
+        recovery_point: tuple[str, RecoveryPoint] | None = None,
     ) -> None:
         self.head = head
         self.position = position
         self.fds = fds
         self.dir_path = dir_path
         self._fsync = fsync
+        self.recovery_point = recovery_point
+        self.recovery_point_error: str | None = None
 
     def run(self) -> None:
         for fd in self.fds:
@@ -74,6 +85,14 @@ class _SyncPoint:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+        if self.recovery_point is not None:
+            # Only now is everything up to it durable: say so, for the next start.
+            # A failure (disk full) is not a failed fsync: the data is durable,
+            # and an older point only means more to verify after a crash.
+            try:
+                write_recovery_point(*self.recovery_point)
+            except OSError as exc:
+                self.recovery_point_error = exc.strerror or str(exc)
 
 
 class FileLog:
@@ -84,7 +103,7 @@ class FileLog:
         index_interval: int = 4096,
         fsync: bool = True,
         fsync_func: Callable[[int], None] = os.fdatasync,
-        verify: str = "full",
+        verify: str = "auto",
         allow_corrupt: bool = False,
     ) -> None:
         self.directory = os.path.abspath(directory)
@@ -92,7 +111,7 @@ class FileLog:
         self.index_interval = index_interval
         self.fsync_enabled = fsync
         self._fsync = fsync_func
-        self.verify = verify  # "full": check every record at open; "tail": trust sane indexes
+        self.verify = verify  # "auto" | "full" | "tail": see _how_to_open
         self.allow_corrupt = allow_corrupt
         self._corrupt: list[Corrupt] = []
         self._partitions: list[Partition] = []
@@ -110,6 +129,8 @@ class FileLog:
         self.recovered_clean = False
         self.bytes_dropped = 0
         self._lock_fd = -1
+        self._rp_due = 0.0  # monotonic time after which a sync may write the recovery point
+        self.opened_how: dict[str, int] = {}  # partitions by how they were checked at open
         self._open()
 
     # -- opening ------------------------------------------------------------------
@@ -131,8 +152,14 @@ class FileLog:
             raise
 
     def _recover(self) -> None:
-        marker = os.path.join(self.directory, CLEAN_MARKER)
-        self.recovered_clean = os.path.exists(marker)
+        clean = read_clean(self.directory)
+        self.recovered_clean = clean is not None
+        if isinstance(clean, str):
+            log.warning("clean_marker_unusable", reason=clean, verify="full")
+        rp = read_recovery_point(self.directory) if clean is None else None
+        if isinstance(rp, str):
+            log.warning("recovery_point_ignored", reason=rp, verify="full")
+            rp = None
         found = sorted(
             (parsed, name)
             for name in os.listdir(self.directory)
@@ -140,6 +167,10 @@ class FileLog:
         )
         if not found:
             self._partitions = [self._new_partition(1, 1)]
+        progress = _Progress(
+            len(found), sum(_size_of(os.path.join(self.directory, n)) for _, n in found)
+        )
+        how_counts: dict[str, int] = {}
         bad_tail: tuple[Partition, int, int] | None = None
         for i, ((number, first_id), name) in enumerate(found):
             p = Partition(number, first_id, os.path.join(self.directory, name))
@@ -157,13 +188,30 @@ class FileLog:
                         partition=number,
                     )
             is_last = i == len(found) - 1
-            full = self.verify == "full" or (is_last and not self.recovered_clean)
-            got = recover_partition(p, is_last, full, self.allow_corrupt, self.index_interval)
+            how, start = self._how_to_open(number, is_last, clean, rp)
+            if how == "clean":
+                assert isinstance(clean, dict)
+                problem = trust_clean(p, clean[number], self.index_interval)
+                if problem is None:
+                    how_counts[how] = how_counts.get(how, 0) + 1
+                    progress.skip(p.size)
+                    self._partitions.append(p)
+                    continue
+                if not problem.startswith("index"):  # index_ignored is logged by the scan
+                    log.warning("clean_marker_mismatch", partition=number, reason=problem, verify="full")
+                how = "full"
+            how_counts[how] = how_counts.get(how, 0) + 1
+            progress.begin(number)
+            got = recover_partition(p, is_last, how == "full", self.allow_corrupt,
+                                    self.index_interval, start, progress.advance)
+            progress.end(p.size)
             self._corrupt.extend(got.corrupt)
             self.bytes_dropped += got.bytes_dropped
             if got.bad_tail is not None:
                 bad_tail = (p, *got.bad_tail)
             self._partitions.append(p)
+        self.opened_how = how_counts
+        progress.done(how_counts)
         active = self._partitions[-1]
         # An empty last partition left by a crash between creating it and writing it.
         if active.size == 0 and len(self._partitions) > 1:
@@ -176,8 +224,16 @@ class FileLog:
         self._synced = self._head
         self._synced_pos = (active.number, active.size)
         self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # All of it is verified and durable now (recovery fsyncs what it read):
+        # the next start, after a crash, verifies only what follows. Then the
+        # clean marker goes: from here on, writes make it stale.
+        try:
+            write_recovery_point(self.directory, RecoveryPoint(active.number, active.size, self._head))
+        except OSError as exc:  # e.g. a full disk: the log opens; a crash costs more verification
+            log.warning("recovery_point_not_saved", error=exc.strerror or str(exc))
+        self._rp_due = time.monotonic() + RECOVERY_POINT_EVERY
         if self.recovered_clean:
-            os.unlink(marker)
+            os.unlink(os.path.join(self.directory, CLEAN_MARKER))
         self._fsync_dir()
         log.info(
             "log_opened",
@@ -189,6 +245,45 @@ class FileLog:
             corrupt_records=sum(c.last - c.first + 1 for c in self._corrupt),
             bytes_dropped=self.bytes_dropped,
         )
+
+    def _how_to_open(
+        self, number: int, is_last: bool, clean: object, rp: RecoveryPoint | None
+    ) -> tuple[str, tuple[int, int] | None]:
+        """How to check partition ``number`` at open: "clean" (the marker's
+        entry), "partial" (verify after the recovery point or the index's last
+        entry), or "full"; and where a partial check starts."""
+        if self.verify == "full":
+            return "full", None
+        if self.verify == "tail":  # trust sane indexes; the active one in full after a crash
+            return ("full" if is_last and not self.recovered_clean else "partial"), None
+        if isinstance(clean, dict):
+            return ("clean" if number in clean else "full"), None
+        if rp is None:
+            return "full", None  # an older logd's directory, or the marker was unusable
+        if number < rp.partition:
+            return "partial", None
+        if number == rp.partition:
+            return "partial", (rp.offset, rp.id)
+        return "full", None
+
+    def _clean_entries(self) -> list[CleanEntry]:
+        """What the clean marker vouches for: each partition's size and last
+        record. Partitions with known corrupt records are left out, so the
+        next open scans them again and still knows where the damage is."""
+        damaged = {c.partition for c in self._corrupt}
+        out = []
+        for p in self._partitions:
+            if p.number in damaged:
+                continue
+            if p.size == 0:
+                out.append(CleanEntry(p.number, p.first_id, p.last_id, 0, -1))
+                continue
+            try:
+                _, offset = self.locate(p.last_id)
+            except (CorruptLogError, KeyError, OSError):
+                continue
+            out.append(CleanEntry(p.number, p.first_id, p.last_id, p.size, offset))
+        return out
 
     def _new_partition(self, number: int, first_id: int) -> Partition:
         path = os.path.join(self.directory, partition_name(number, first_id))
@@ -319,12 +414,25 @@ class FileLog:
         active = self._partitions[-1]
         dir_path = self.directory if self._dir_dirty else None
         self._dir_dirty = False
+        rp = None
+        now = time.monotonic()
+        if now >= self._rp_due:
+            self._rp_due = now + RECOVERY_POINT_EVERY
+            rp = (self.directory, RecoveryPoint(active.number, active.size, self._head))
+            # The entries up to the point, so that after a crash the active
+            # partition is scanned from the point, not from its start. A cache:
+            # appended without fsync; a torn .idx is rebuilt.
+            try:
+                active.index.save_new(active.idx_path)
+            except OSError:
+                pass
         return _SyncPoint(
             self._head,
             (active.number, active.size),
             [*self._unsynced_fds, self._fd],
             dir_path,
             self._fsync,
+            rp,
         )
 
     def end_sync(self, point: _SyncPoint) -> None:
@@ -334,8 +442,9 @@ class FileLog:
         if point.head > self._synced:
             self._synced = point.head
             self._synced_pos = point.position
-        # The active index is saved at roll and close only: after a crash the
-        # active partition is scanned whole anyway.
+        if point.recovery_point_error is not None:
+            log.warning("recovery_point_not_saved", error=point.recovery_point_error)
+        # The active index is saved at roll, close and with each recovery point.
 
     def fail_sync(self, exc: BaseException) -> FsyncFailed:
         """An fsync failed: stop writes for good (see the module docstring)."""
@@ -411,9 +520,7 @@ class FileLog:
         if start < self._firsts[0]:
             raise NotRetained(f"id {start} is no longer retained", first=self._firsts[0], head=self._head)
         p, off = self.locate(start)
-        i = self._partitions.index(p)
         while True:
-            p = self._partitions[i]
             if end <= p.last_id + 1:
                 _, stop = self.locate(end) if end <= p.last_id else (p, p.size)
                 # A stream's next call starts where this one ends: remember it,
@@ -429,8 +536,24 @@ class FileLog:
                 return
             if p.size > off:
                 yield p.path, off, p.size - off
-            i += 1
+            # Retention may have deleted partitions while the caller sent that
+            # span (issue 7 item 3): find the next one by id, never by a list
+            # position held across the yield.
+            p = self._following(p)
             off = 0
+
+    def _following(self, p: Partition) -> Partition:
+        """The partition after ``p``, found by id.
+
+        Raises:
+            NotRetained: retention deleted it.
+        """
+        next_id = p.last_id + 1
+        i = bisect_right(self._firsts, next_id) - 1
+        if i < 0 or self._partitions[i].first_id != next_id:
+            raise NotRetained(f"records from {next_id} were deleted by retention",
+                              first=self._firsts[0], head=self._head)
+        return self._partitions[i]
 
     def corrupt_between(self, start: int, end: int) -> Corrupt | None:
         """The first known-bad range overlapping ids ``[start, end)``."""
@@ -522,11 +645,67 @@ class FileLog:
         self._fd = -1
         self._partitions[-1].index.save(self._partitions[-1].idx_path)
         if clean:
-            marker = os.path.join(self.directory, CLEAN_MARKER)
-            with open(marker, "w") as f:
-                f.write(f"head={self._head} time={time.time():.3f}\n")
-                f.flush()
-                os.fsync(f.fileno())
-            self._fsync_dir()
+            try:
+                write_clean(self.directory, self._head, time.time(), self._clean_entries())
+            except OSError as exc:  # the next start takes the crash path: slower, as correct
+                log.warning("clean_marker_not_saved", error=exc.strerror or str(exc))
+                clean = False
         os.close(self._lock_fd)
         log.info("log_closed", head=self._head, clean=clean)
+
+
+def _size_of(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+class _Progress:
+    """``verifying`` log lines while the open scans partitions (at most one
+    every PROGRESS_EVERY seconds), and one ``log_verified`` at the end."""
+
+    def __init__(self, partitions: int, total: int) -> None:
+        self.partitions = partitions
+        self.total = total
+        self.done_parts = 0
+        self.verified = 0  # bytes scanned record by record
+        self.trusted = 0  # bytes taken on the clean marker's word
+        self.partition = 0
+        self.began = time.monotonic()
+        self.next_line = self.began + PROGRESS_EVERY
+        self.announced = False
+
+    def skip(self, nbytes: int) -> None:
+        self.done_parts += 1
+        self.trusted += nbytes
+
+    def begin(self, number: int) -> None:
+        self.partition = number
+        if not self.announced:  # say so at once, then every few seconds
+            self.announced = True
+            self.next_line = 0.0
+            self.advance(0)
+
+    def advance(self, nbytes: int) -> None:
+        self.verified += nbytes
+        now = time.monotonic()
+        if now >= self.next_line:
+            self.next_line = now + PROGRESS_EVERY
+            seconds = now - self.began
+            log.info("verifying", partition=self.partition,
+                     partitions_done=self.done_parts, partitions=self.partitions,
+                     verified_mib=round(self.verified / 2**20, 1),
+                     total_mib=round(self.total / 2**20, 1),
+                     mib_per_s=round(self.verified / 2**20 / seconds, 1) if seconds else 0.0)
+
+    def end(self, size: int) -> None:
+        self.done_parts += 1
+
+    def done(self, how: dict[str, int]) -> None:
+        seconds = time.monotonic() - self.began
+        log.info("log_verified", partitions=self.partitions, seconds=round(seconds, 3),
+                 verified_mib=round(self.verified / 2**20, 1),
+                 trusted_mib=round(self.trusted / 2**20, 1),
+                 mib_per_s=round(self.verified / 2**20 / seconds, 1) if seconds else 0.0,
+                 **{f"partitions_{k}": v for k, v in sorted(how.items())})

@@ -83,12 +83,14 @@ def scan(
     size: int,
     next_id: int,
     on_record: Callable[[int, int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ScanResult:
     """Verify records from ``start`` to ``size``, expecting ids from ``next_id``.
 
     ``start`` must be the first record of a MSG. Calls ``on_record(id,
     offset)`` for each good record. Never raises for bad data: the result
-    says where the good part ends and why.
+    says where the good part ends and why. ``progress(nbytes)`` is called
+    after each block verified.
     """
     result = ScanResult(start, next_id - 1, None, start, next_id - 1)
     more = 0  # records still due in the current MSG
@@ -134,6 +136,8 @@ def scan(
             if more == 0:
                 result.batch_end, result.batch_last_id = result.end, rec.id
         pos += local
+        if progress is not None:
+            progress(local)
     return result
 
 

@@ -19,14 +19,17 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass, field
+from typing import Callable
 
 import structlog
 
 from ..errors import CorruptLogError
+from ..record import RecordError, parse
 from .index import SparseIndex
+from .marks import CleanEntry
 from .partition import Partition, ScanResult, id_at, resync, scan
 
-__all__ = ["Corrupt", "recover_partition", "truncate_aside"]
+__all__ = ["Corrupt", "recover_partition", "trust_clean", "truncate_aside"]
 
 log = structlog.get_logger("logd.log")
 
@@ -49,13 +52,53 @@ class Recovered:
     bad_tail: tuple[int, int] | None = None  # (offset, first bad id) of a sealed partition
 
 
+def trust_clean(p: Partition, entry: CleanEntry, interval: int) -> str | None:
+    """After a clean stop: fill in ``p`` from its clean-marker entry if the file
+    agrees with it (size, and the last record: id, CRC, end of MSG, end of
+    file) and its index is sane. Returns what disagrees, or None. Reads one
+    record and one header per index entry, not the partition."""
+    fd = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if entry.first_id != p.first_id:
+            return f"first id {p.first_id}, the marker says {entry.first_id}"
+        if size != entry.size:
+            return f"size {size}, the marker says {entry.size}"
+        if size == 0:
+            if entry.last_id != p.first_id - 1:
+                return "empty, the marker says it is not"
+            p.size, p.last_id, p.index = 0, entry.last_id, SparseIndex(interval)
+            return None
+        if not 0 <= entry.last_offset < size:
+            return f"last record offset {entry.last_offset} is outside the file"
+        data = os.pread(fd, size - entry.last_offset, entry.last_offset)
+        try:
+            got = parse(data)
+        except RecordError as exc:
+            return f"last record at offset {entry.last_offset}: {exc.reason}"
+        if got is None or got[1] != len(data) or got[0].id != entry.last_id or got[0].more:
+            return f"last record at offset {entry.last_offset} is not id {entry.last_id} ending the file"
+        loaded = SparseIndex.load(p.idx_path, interval)
+        if loaded is None or not len(loaded):
+            return "index: missing"
+        problem = loaded.sane(p.first_id, size, lambda o: id_at(fd, o))
+        if problem is not None:
+            return f"index: {problem}"
+        p.size, p.last_id, p.index = size, entry.last_id, loaded
+        return None
+    finally:
+        os.close(fd)
+
+
 def recover_partition(
-    p: Partition, active: bool, full: bool, allow_corrupt: bool, interval: int
+    p: Partition, active: bool, full: bool, allow_corrupt: bool, interval: int,
+    start: tuple[int, int] | None = None, progress: Callable[[int], None] | None = None,
 ) -> Recovered:
     """Fill in ``p.size``, ``p.last_id`` and ``p.index``; cut a torn active tail.
 
     ``full`` verifies every record; otherwise a sane index is trusted and only
-    records after its last entry are verified.
+    records after its last entry are verified, or, given ``start`` (offset,
+    id of the record ending there: a recovery point), only records after it.
 
     Raises:
         CorruptLogError: corruption that is not a torn tail, without ``allow_corrupt``.
@@ -74,9 +117,20 @@ def recover_partition(
             problem = "missing"
         if problem is not None and problem != "missing":
             log.warning("index_ignored", partition=p.number, reason=problem)
+        if start is not None and not full:
+            off, last = start
+            if off > size or (off < size and id_at(fd, off) != last + 1):
+                log.warning("recovery_point_ignored", partition=p.number, offset=off, id=last,
+                            reason="the partition does not have record %d ending there" % last)
+                full = True
         if full or problem is not None or loaded is None or not len(loaded):
             p.index = SparseIndex(interval)
-            result = scan(fd, 0, size, p.first_id, p.index.add)
+            result = scan(fd, 0, size, p.first_id, p.index.add, progress)
+        elif start is not None:  # the index is sane and the point agrees with the file
+            off, last = start
+            p.index = loaded
+            p.index.truncate(off + 1)
+            result = scan(fd, off, size, last + 1, p.index.add, progress)
         else:
             p.index = loaded
             result = scan(fd, loaded.offsets[-1], size, loaded.ids[-1], p.index.add)

@@ -166,7 +166,10 @@ def test_corrupt_record_mid_sealed_partition_refuses_start(logd_server, tmp_path
     assert len(parts) >= 3
     victim = parts[1]
     offset, bad_id = _flip_byte_in_record(victim, 5)
-    proc = run_logd("serve", "--port", "0", "--data-dir", str(srv.data_dir), "--log-format", "json")
+    # After a clean stop only sizes and last records are checked by default (a bit
+    # flip inside a sealed partition is for `logd check`); full verification finds it.
+    proc = run_logd("serve", "--port", "0", "--data-dir", str(srv.data_dir), "--log-format", "json",
+                    "--verify-on-start", "full")
     assert proc.returncode == 1
     err = proc.stderr.decode()
     assert "startup_failed" in err and victim.name in err
@@ -174,7 +177,7 @@ def test_corrupt_record_mid_sealed_partition_refuses_start(logd_server, tmp_path
     assert not list(srv.data_dir.glob("*.trunc.*"))  # nothing was cut
 
     # With --allow-corrupt it serves around the bad record, and says so on READ.
-    srv.flags = ("--partition-size", "1KiB", "--allow-corrupt")
+    srv.flags = ("--partition-size", "1KiB", "--allow-corrupt", "--verify-on-start", "full")
     srv.start()
     assert srv.wait_event("corrupt_record")["id"] == bad_id
     w = wire(srv)
@@ -351,3 +354,71 @@ def test_finite_read_ending_inside_a_deleted_partition_stops_at_its_limit(logd_s
     slow.settimeout(0.3)
     with pytest.raises(socket.timeout):
         slow.recv(1)  # nothing after +EOF
+
+
+def test_lagging_tail_reader_behind_retention_gets_every_id_or_notretained(logd_server):
+    """Issue 7 item 3. The reader's first spans() walk covers 16 partitions; it blocks
+    sending the first of them (the reader pauses, its receive buffer is tiny) while
+    retention deletes the front partitions. It used to resume at a list index that
+    now named a later partition (a silent gap) or past the end (IndexError, a
+    silent close). It must get ids 1..k, k the last id of the partition it holds open,
+    then exactly one NOTRETAINED line for k+1, or (if the next partition survived)
+    every id."""
+    srv = logd_server("--partition-size", "256KiB", "--retain-bytes", "8MiB", "--send-timeout", "60")
+    w = wire(srv)
+    body = lambda i: b"%08d " % i + b"z" * 991  # ~1 KiB records, 250 to a partition
+    last = 0
+    def write_mib(mib: int) -> None:
+        nonlocal last
+        for _ in range(mib * 16):
+            ids = range(last + 1, last + 65)
+            assert append(w, *(body(i) for i in ids)) == ids[-1]
+            last = ids[-1]
+    write_mib(4)
+    assert len(partitions(srv.data_dir)) >= 16
+    reader = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    reader.settimeout(30)
+    reader.connect((srv.host, srv.port))
+    reader.sendall(b"READ 2\r\n1 1\r\n1 0\r\n")
+    buf = b""
+    while b"\r\n" not in buf:
+        buf += reader.recv(4)
+    assert buf.startswith(b"OK\r\n")
+    write_mib(8)  # the reader does not read meanwhile; retention deletes ~4 MiB of the front
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and total_size(srv.data_dir) > 8 << 20:
+        time.sleep(0.05)
+    assert total_size(srv.data_dir) <= 8 << 20
+    deleted = {e["partition"]: e for e in srv.events("partition_deleted")}
+    assert 1 in deleted and 2 in deleted
+    first_left = int(partitions(srv.data_dir)[0].name[11:31])
+    # Resume reading: everything up to `last`, or up to an error line.
+    end_marker = encode(last, body(last), 0)
+    deadline = time.monotonic() + 60
+    while end_marker not in buf and b"ERR" not in buf[-300:]:
+        assert time.monotonic() < deadline, f"stream stalled; tail {buf[-200:]!r}"
+        chunk = reader.recv(1 << 20)
+        assert chunk, f"stream closed without an error line after {len(buf)} bytes: {buf[-200:]!r}"
+        buf += chunk
+    if b"ERR" in buf[-300:] and not buf.endswith(b"\r\n"):
+        while not buf.endswith(b"\r\n"):
+            assert time.monotonic() < deadline
+            buf += reader.recv(1 << 16)
+    err_at = buf.find(b"ERR_CLIENT")
+    # Parse only the records: a long error line is not a record header.
+    got = records(buf[4 : err_at if err_at >= 0 else len(buf)])
+    ids = [i for i, _ in got]
+    assert ids == list(range(1, len(ids) + 1)), "a gap in the ids"
+    assert all(b == body(i) for i, b in got)
+    k = len(ids)
+    if k == last:
+        return  # the partition after the one held open survived: every id, no error
+    # Stopped at the end of the partition it held open; the next one is gone.
+    held = [n for n, e in deleted.items() if e["last_id"] == k]
+    assert held and (held[0] + 1) in deleted, (k, sorted(deleted))
+    tail = buf[err_at:]
+    assert tail == (b"ERR_CLIENT NOTRETAINED records from %d were deleted by retention "
+                    b"(first=%d head=%d)\r\n" % (k + 1, first_left, last))
+    assert buf.count(b"ERR_CLIENT") == 1
+    reader.close()

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from logd.errors import DiskFull, StorageError
+from logd.errors import DiskFull, NotRetained, StorageError
 from logd.log.file import FileLog
 from logd.log.index import SparseIndex
 from logd.record import encode, iter_records
@@ -342,3 +342,48 @@ def test_disk_full_writes_nothing(flog: FileLog, monkeypatch: pytest.MonkeyPatch
     assert os.path.getsize(flog.partitions()[-1].path) == flog.partitions()[-1].size
     assert flog.append([b"after"]) == 2
     check_all(flog, [b"before", b"after"])
+
+
+def _spans_with_retention(flog: FileLog, start: int, end: int, keep_bytes: int) -> list[object]:
+    """Walk ``spans(start, end)``, letting retention run after the first span (as it
+    can while a stream is blocked sending it); the spans got, or the exception."""
+    got: list[object] = []
+    it = flog.spans(start, end)
+    try:
+        got.append(next(it))
+        flog.retain(max_bytes=keep_bytes)
+        got.extend(it)
+    except Exception as exc:  # noqa: BLE001 - the test looks at which
+        got.append(exc)
+    return got
+
+
+@pytest.mark.parametrize("keep", ["all_but_two", "only_active"])
+def test_spans_survive_retention_between_spans(flog: FileLog, keep: str) -> None:
+    """Issue 7 item 3: spans() held a list index across its yields; retention popping
+    partitions from the front made it skip partitions (a gap) or raise IndexError.
+    It must go on with the partition that follows the one it sent, or raise NotRetained
+    when that one is gone too."""
+    fill(flog, batches=40)
+    parts = flog.partitions()
+    assert len(parts) > 5
+    first, second = parts[0], parts[1]
+    if keep == "all_but_two":
+        # Deletes partitions 1 and 2: the span of 1 is sent (a reader holds its fd),
+        # the records of 2 are gone.
+        budget = sum(p.size for p in parts[2:])
+    else:
+        budget = 1
+    got = _spans_with_retention(flog, 1, flog.head() + 1, budget)
+    assert got[0] == (first.path, 0, first.size)
+    assert len(got) == 2 and isinstance(got[1], NotRetained), got
+    assert f"from {second.first_id}" in str(got[1])
+    assert got[1].first == flog.first_id()
+
+
+def test_spans_go_on_with_the_next_partition_when_only_the_sent_one_is_deleted(flog: FileLog) -> None:
+    fill(flog, batches=40)
+    parts = flog.partitions()
+    budget = sum(p.size for p in parts[1:])  # deletes partition 1 only
+    got = _spans_with_retention(flog, 1, flog.head() + 1, budget)
+    assert got == [(p.path, 0, p.size) for p in parts]
