@@ -20,8 +20,8 @@ from typing import Any
 
 from .log.file import LOCK_FILE
 from .log.index import SparseIndex
-from .log.partition import id_at, parse_name, resync, scan
-from .log.recovery import truncate_aside
+from .log.partition import id_at, parse_name
+from .log.recovery import Corrupt, verify_partition
 from .record import RecordError, parse
 
 __all__ = ["register", "check", "dump"]
@@ -83,38 +83,29 @@ def _check(directory: str, fix: bool, say: Any) -> int:
         try:
             size = os.fstat(fd).st_size
             index = SparseIndex(4096)
-            result = scan(fd, 0, size, first_id, index.add)
-            end_id = result.last_id
-            while result.error is not None and not result.error.torn:
-                bad_id = result.last_id + 1
-                at = resync(fd, result.error.offset + 1, size, bad_id + 1)
-                if at is None:
-                    break
-                say(f"{name}: offset {result.error.offset}: id {bad_id}: {result.error.reason} "
+
+            def on_corrupt(bad: Corrupt, reason: str) -> None:
+                say(f"{name}: offset {bad.start}: id {bad.first}: {reason} "
                     "(corrupt; valid records follow; not fixable without losing data)")
-                problems += 1
-                index.ids.append(bad_id + 1)
-                index.offsets.append(at)
-                result = scan(fd, at, size, bad_id + 1, index.add)
-                end_id = result.last_id
-            damaged = result.error is not None or result.torn_batch
-            if damaged:
-                reason = result.error.reason if result.error else "last MSG incomplete"
-                dropped = size - result.batch_end
-                if last and fix:
-                    _, aside = truncate_aside(path, result.batch_end, size)
-                    index.truncate(result.batch_end)
-                    say(f"{name}: offset {result.batch_end}: {reason}: cut {dropped} bytes "
+
+            checked = verify_partition(fd, path, number, size, index, 0, first_id,
+                                     repair=last and fix, on_corrupt=on_corrupt)
+            problems += len(checked.corrupt)
+            end_id = checked.last_id
+            if checked.damage is not None:
+                at = checked.damage_at[0]
+                if checked.cut is not None:
+                    dropped, aside = checked.cut
+                    say(f"{name}: offset {at}: {checked.damage}: cut {dropped} bytes "
                         f"(saved aside as {os.path.basename(aside)})")
-                    size = result.batch_end
                 elif last:
-                    say(f"{name}: offset {result.batch_end}: {reason}: torn tail of {dropped} bytes "
+                    say(f"{name}: offset {at}: {checked.damage}: torn tail of {size - at} bytes "
                         "(--fix cuts it)")
                     problems += 1
                 else:
-                    say(f"{name}: offset {result.batch_end}: {reason} (sealed partition damaged)")
+                    say(f"{name}: offset {at}: {checked.damage} (sealed partition damaged)")
                     problems += 1
-                end_id = result.batch_last_id
+            size = checked.size
             problems += _check_index(fd, name, path[:-4] + ".idx", first_id, size, index, fix, say)
         finally:
             os.close(fd)

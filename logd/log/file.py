@@ -32,7 +32,7 @@ import errno
 import fcntl
 import os
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from itertools import accumulate
 from typing import Callable, Iterator, Sequence
 
@@ -362,14 +362,7 @@ class FileLog:
         # Record starts, in C; then one bisect per index entry, not a Python
         # step per record.
         starts = list(accumulate(sizes, initial=start))
-        index = p.index
-        interval = index.interval
-        due = (index.offsets[-1] + interval) if index.offsets else start
-        k = bisect_left(starts, due, 0, len(sizes))
-        while k < len(sizes):
-            index.ids.append(first + k)
-            index.offsets.append(starts[k])
-            k = bisect_left(starts, starts[k] + interval, k + 1, len(sizes))
+        p.index.add_run(first, starts, len(sizes))
         p.size = starts[-1]
         p.last_id = first + len(sizes) - 1
         self._head = p.last_id

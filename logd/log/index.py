@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 import struct
 from array import array
-from bisect import bisect_right
-from typing import Callable
+from bisect import bisect_left, bisect_right
+from typing import Callable, Sequence
 
 __all__ = ["SparseIndex", "ENTRY"]
 
@@ -44,6 +44,34 @@ class SparseIndex:
         if not offsets or offset - offsets[-1] >= self.interval:
             self.ids.append(id)
             offsets.append(offset)
+
+    def put(self, id: int, offset: int) -> None:
+        """Add an entry whatever the interval: ``id`` starts a run that can be
+        reached only from here (the first good record after a corrupt one)."""
+        if self.ids and (id <= self.ids[-1] or offset <= self.offsets[-1]):
+            raise ValueError(f"index entry ({id}, {offset}) is not after the last one")
+        self.ids.append(id)
+        self.offsets.append(offset)
+
+    def add_run(self, first_id: int, starts: Sequence[int], count: int) -> None:
+        """``add`` for ``count`` consecutive records from ``first_id`` starting
+        at ``starts[0..count-1]`` (increasing): one bisect per entry made, not
+        a Python step per record (the append path)."""
+        interval = self.interval
+        offsets = self.offsets
+        due = (offsets[-1] + interval) if offsets else starts[0]
+        k = bisect_left(starts, due, 0, count)
+        while k < count:
+            self.ids.append(first_id + k)
+            offsets.append(starts[k])
+            k = bisect_left(starts, starts[k] + interval, k + 1, count)
+
+    @property
+    def last(self) -> tuple[int, int]:
+        """The last entry: ``(id, offset)``."""
+        if not self.ids:
+            raise KeyError("empty index")
+        return self.ids[-1], self.offsets[-1]
 
     def floor(self, id: int) -> tuple[int, int]:
         """The last entry at or before ``id``: ``(entry_id, offset)``."""

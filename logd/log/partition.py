@@ -17,10 +17,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..record import MAX_HEADER, RecordError, parse
+from ..record import RecordError, parse, pread_header, read_header
 from .index import SparseIndex
 
-__all__ = ["Partition", "partition_name", "parse_name", "ScanResult", "scan", "resync", "id_at"]
+__all__ = [
+    "Partition", "partition_name", "parse_name", "ScanResult", "scan", "resync", "id_at", "walk",
+]
 
 _NAME = re.compile(r"^(\d{10})-(\d{20})\.log$")
 BLOCK = 1 << 20
@@ -55,12 +57,40 @@ class Partition:
 
 def id_at(fd: int, offset: int) -> int | None:
     """The id in the record header at ``offset``, or None if there is none."""
-    head = os.pread(fd, MAX_HEADER, offset)
-    nl = head.find(b"\r\n")
-    if not head.startswith(b"+") or nl < 0:
+    try:
+        h = pread_header(fd, offset)
+    except RecordError:
         return None
-    field0 = head[1:nl].split(b" ", 1)[0]
-    return int(field0) if field0.isdigit() else None
+    return h.id if h is not None else None
+
+
+def walk(fd: int, offset: int, id: int, target: int, end: int) -> tuple[int, int]:
+    """Step over record headers from ``offset`` (where record ``id`` starts)
+    until record ``target`` or ``end``; return the (offset, id) reached.
+
+    Reads 64 KiB blocks, so a seek within an index interval is one pread.
+    Headers are read, not bodies: the CRC is for whoever sends or scans them.
+
+    Raises:
+        RecordError: no valid header where one is due, or one with another id
+            (``offset`` in the file).
+    """
+    block = b""
+    base = offset
+    while id < target and offset < end:
+        rel = offset - base
+        h = read_header(block, rel) if rel < len(block) else None
+        if h is None:
+            base, rel = offset, 0
+            block = os.pread(fd, 65536, offset)
+            h = read_header(block)
+            if h is None:
+                raise RecordError(f"record {id} is cut short", offset, torn=True)
+        if h.id != id:
+            raise RecordError(f"expected id {id}, found {h.id}", offset)
+        offset += h.record_size
+        id += 1
+    return offset, id
 
 
 @dataclass(slots=True)
@@ -110,9 +140,9 @@ def scan(
                 return result
             if got is None:
                 if local == 0:  # one record larger than the block: read it whole
-                    need = _record_size(block)
-                    if need is not None and pos + need <= size:
-                        view = memoryview(os.pread(fd, need, pos))
+                    h = read_header(block)  # parse() read it: no error here
+                    if h is not None and pos + h.record_size <= size:
+                        view = memoryview(os.pread(fd, h.record_size, pos))
                         continue
                     result.error = RecordError("incomplete record", pos, True)
                     return result
@@ -159,24 +189,14 @@ def resync(fd: int, start: int, size: int, want_id: int) -> int | None:
             except RecordError:
                 got = None
             if got is None:
-                need = _record_size(os.pread(fd, MAX_HEADER, at))
-                if need is not None and at + need <= size:
-                    try:
-                        got = parse(os.pread(fd, need, at))
-                    except RecordError:
-                        got = None
+                try:
+                    h = pread_header(fd, at)
+                    if h is not None and at + h.record_size <= size:
+                        got = parse(os.pread(fd, h.record_size, at))
+                except RecordError:
+                    got = None
             if got is not None and got[0].id == want_id:
                 return at
             i = block.find(pattern, i + 1)
         pos += BLOCK
     return None
-
-
-def _record_size(block: bytes) -> int | None:
-    nl = block.find(b"\r\n", 0, MAX_HEADER)
-    if nl < 0:
-        return None
-    fields = block[1:nl].split(b" ")
-    if len(fields) != 4 or not fields[1].isdigit():
-        return None
-    return nl + 2 + int(fields[1]) + 2

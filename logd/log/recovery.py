@@ -27,9 +27,9 @@ from ..errors import CorruptLogError
 from ..record import RecordError, parse
 from .index import SparseIndex
 from .marks import CleanEntry
-from .partition import Partition, ScanResult, id_at, resync, scan
+from .partition import Partition, id_at, resync, scan
 
-__all__ = ["Corrupt", "recover_partition", "trust_clean", "truncate_aside"]
+__all__ = ["Corrupt", "Verified", "verify_partition", "recover_partition", "trust_clean", "truncate_aside"]
 
 log = structlog.get_logger("logd.log")
 
@@ -90,6 +90,65 @@ def trust_clean(p: Partition, entry: CleanEntry, interval: int) -> str | None:
         os.close(fd)
 
 
+@dataclass(slots=True)
+class Verified:
+    """What ``verify_partition`` found in one partition file."""
+
+    size: int  # the file's size, after the cut when one was made
+    last_id: int  # the last id that can be read (the end of the last whole MSG when damaged)
+    end: int  # offset after the last good record (before any cut)
+    corrupt: list[Corrupt] = field(default_factory=list)  # bad records with good ones after
+    damage: str | None = None  # why the file does not end with a whole MSG
+    damage_at: tuple[int, int] = (0, 0)  # (offset, id) where the whole MSGs end
+    cut: tuple[int, str] | None = None  # (bytes dropped, saved aside as) when repaired
+
+
+def verify_partition(
+    fd: int, path: str, number: int, size: int, index: SparseIndex, start: int, next_id: int,
+    *, repair: bool, first_id: int = 0, mid_msg: bool = False,
+    on_corrupt: Callable[[Corrupt, str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Verified:
+    """Verify a partition's records from ``start`` (record ``next_id``) to
+    ``size``, adding them to ``index``: the one routine behind start-up
+    recovery and ``logd check``.
+
+    A bad record followed by valid ones is corruption: ``on_corrupt(bad,
+    reason)`` is told (it may raise to stop), the index gets an entry past it
+    and the scan goes on. What ends the file short of a whole MSG is the
+    damage. ``repair`` (the active partition at start-up, ``check --fix`` on
+    the last one) cuts that tail, copied aside first; otherwise it is only
+    reported. ``mid_msg``: ``start`` may be inside a MSG (an index entry), so
+    a torn MSG beginning there is rescanned from offset 0 (``first_id``).
+    """
+    result = scan(fd, start, size, next_id, index.add, progress)
+    if mid_msg and start and result.torn_batch and result.batch_end == start:
+        index.truncate(0)  # the torn MSG began before the entry: scan it whole
+        result = scan(fd, 0, size, first_id, index.add, progress)
+    corrupt: list[Corrupt] = []
+    while result.error is not None and not result.error.torn:
+        bad_id = result.last_id + 1
+        at = resync(fd, result.error.offset + 1, size, bad_id + 1)
+        if at is None:
+            break  # nothing valid follows: a torn tail after all
+        bad = Corrupt(bad_id, bad_id, number, result.error.offset, at)
+        if on_corrupt is not None:
+            on_corrupt(bad, result.error.reason)
+        corrupt.append(bad)
+        index.put(bad_id + 1, at)
+        result = scan(fd, at, size, bad_id + 1, index.add, progress)
+    out = Verified(size, result.last_id, result.end, corrupt)
+    if result.error is not None or result.torn_batch:
+        out.damage = result.error.reason if result.error else "last MSG incomplete"
+        out.damage_at = (result.batch_end, result.batch_last_id + 1)
+        out.last_id = result.batch_last_id
+        if repair:
+            out.cut = truncate_aside(path, result.batch_end, size)
+            out.size = result.batch_end
+            index.truncate(out.size)
+    return out
+
+
 def recover_partition(
     p: Partition, active: bool, full: bool, allow_corrupt: bool, interval: int,
     start: tuple[int, int] | None = None, progress: Callable[[int], None] | None = None,
@@ -104,6 +163,22 @@ def recover_partition(
         CorruptLogError: corruption that is not a torn tail, without ``allow_corrupt``.
     """
     out = Recovered()
+    name = os.path.basename(p.path)
+
+    def on_corrupt(bad: Corrupt, reason: str) -> None:
+        if not allow_corrupt:
+            raise CorruptLogError(
+                f"partition {name} has a bad record at offset "
+                f"{bad.start} (id {bad.first}): {reason}; valid records "
+                "follow it, so this is not a torn tail. Run `logd check`, or start with "
+                "--allow-corrupt to serve around it",
+                partition=p.number,
+                offset=bad.start,
+                id=bad.first,
+            )
+        log.error("corrupt_record", partition=p.number, offset=bad.start, id=bad.first,
+                  reason=reason)
+
     fd = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
@@ -125,76 +200,51 @@ def recover_partition(
                 full = True
         if full or problem is not None or loaded is None or not len(loaded):
             p.index = SparseIndex(interval)
-            result = scan(fd, 0, size, p.first_id, p.index.add, progress)
+            from_off, from_id, mid_msg = 0, p.first_id, False
         elif start is not None:  # the index is sane and the point agrees with the file
-            off, last = start
             p.index = loaded
-            p.index.truncate(off + 1)
-            result = scan(fd, off, size, last + 1, p.index.add, progress)
+            from_off, from_id, mid_msg = start[0], start[1] + 1, False
+            p.index.truncate(from_off + 1)
         else:
             p.index = loaded
-            result = scan(fd, loaded.offsets[-1], size, loaded.ids[-1], p.index.add)
-            if result.torn_batch and result.batch_end == loaded.offsets[-1] and result.batch_end:
-                # The torn MSG began before the last index entry: scan it whole.
-                p.index = SparseIndex(interval)
-                result = scan(fd, 0, size, p.first_id, p.index.add)
-        while result.error is not None and not result.error.torn:
-            bad_id = result.last_id + 1
-            at = resync(fd, result.error.offset + 1, size, bad_id + 1)
-            if at is None:
-                break  # nothing valid follows: a torn tail after all
-            if not allow_corrupt:
-                raise CorruptLogError(
-                    f"partition {os.path.basename(p.path)} has a bad record at offset "
-                    f"{result.error.offset} (id {bad_id}): {result.error.reason}; valid records "
-                    "follow it, so this is not a torn tail. Run `logd check`, or start with "
-                    "--allow-corrupt to serve around it",
-                    partition=p.number,
-                    offset=result.error.offset,
-                    id=bad_id,
-                )
-            out.corrupt.append(Corrupt(bad_id, bad_id, p.number, result.error.offset, at))
-            log.error("corrupt_record", partition=p.number, offset=result.error.offset, id=bad_id,
-                      reason=result.error.reason)
-            p.index.ids.append(bad_id + 1)
-            p.index.offsets.append(at)
-            rest = scan(fd, at, size, bad_id + 1, p.index.add)
-            result = ScanResult(rest.end, rest.last_id, rest.error, rest.batch_end, rest.batch_last_id)
+            from_id, from_off = loaded.last
+            mid_msg = True
+            progress = None  # a few records: not worth reporting
+        found = verify_partition(fd, p.path, p.number, size, p.index, from_off, from_id,
+                                 repair=active, first_id=p.first_id, mid_msg=mid_msg,
+                                 on_corrupt=on_corrupt, progress=progress)
+        out.corrupt = found.corrupt
     finally:
         os.close(fd)
-    damaged = result.error is not None or result.torn_batch
     # After an unclean stop what we read may be only in the page cache: make it
     # durable before anyone is told it is (synced_head starts at head). Cheap
-    # for a file with nothing dirty.
+    # for a file with nothing dirty (or just cut: truncate_aside synced it).
     fd = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    if damaged and not active:
+    reason = found.damage
+    bad_at, bad_id = found.damage_at
+    if reason is not None and not active:
         # A sealed partition ends with a whole MSG; anything else is damage.
-        reason = result.error.reason if result.error else "last MSG incomplete"
         if not allow_corrupt:
             raise CorruptLogError(
-                f"sealed partition {os.path.basename(p.path)} is damaged at offset "
-                f"{result.batch_end} (id {result.batch_last_id + 1}): {reason}",
+                f"sealed partition {name} is damaged at offset {bad_at} (id {bad_id}): {reason}",
                 partition=p.number,
-                offset=result.batch_end,
-                id=result.batch_last_id + 1,
+                offset=bad_at,
+                id=bad_id,
             )
-        out.bad_tail = (result.batch_end, result.batch_last_id + 1)
-        log.error("corrupt_tail", partition=p.number, offset=result.batch_end, reason=reason)
-    if damaged and active:
-        reason = result.error.reason if result.error else "last MSG incomplete"
-        out.bytes_dropped, aside = truncate_aside(p.path, result.batch_end, size)
-        log.warning("tail_truncated", partition=p.number, offset=result.batch_end,
+        out.bad_tail = (bad_at, bad_id)
+        log.error("corrupt_tail", partition=p.number, offset=bad_at, reason=reason)
+    if found.cut is not None:
+        out.bytes_dropped, aside = found.cut
+        log.warning("tail_truncated", partition=p.number, offset=bad_at,
                     bytes_dropped=out.bytes_dropped, reason=reason,
-                    last_id=result.batch_last_id, saved_to=aside)
-        size = result.batch_end
-        p.index.truncate(size)
-    p.size = size
-    p.last_id = result.batch_last_id if damaged else result.last_id
-    if p.index is not loaded or len(p.index) != saved_entries or damaged:
+                    last_id=bad_id - 1, saved_to=aside)
+    p.size = found.size
+    p.last_id = found.last_id
+    if p.index is not loaded or len(p.index) != saved_entries or reason is not None:
         p.index.save(p.idx_path)
     return out
 

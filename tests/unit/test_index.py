@@ -186,3 +186,37 @@ def test_sane_catches(pairs: object, problem: str, partition: tuple[int, int, li
     else:
         bad = pairs  # type: ignore[assignment]
     assert problem in (sane(index_of(bad), partition) or "no problem found")
+
+
+def test_put_adds_whatever_the_interval_but_only_forward() -> None:
+    index = SparseIndex(100)
+    index.add(1, 0)
+    index.put(5, 10)  # past a corrupt record: reachable only from here
+    assert entries(index) == [(1, 0), (5, 10)]
+    assert index.last == (5, 10)
+    for id, off in [(5, 20), (6, 10), (4, 30)]:
+        with pytest.raises(ValueError):
+            index.put(id, off)
+    assert entries(index) == [(1, 0), (5, 10)]
+    with pytest.raises(KeyError):
+        SparseIndex().last
+
+
+@pytest.mark.parametrize("interval", [1, 50, 100, 4096])
+def test_add_run_makes_the_entries_add_would(interval: int) -> None:
+    import random
+
+    rng = random.Random(interval)
+    by_add, by_run = SparseIndex(interval), SparseIndex(interval)
+    first, pos = 1, 0
+    for _ in range(50):  # MSGs of 1..20 records of 1..300 bytes
+        sizes = [rng.randint(1, 300) for _ in range(rng.randint(1, 20))]
+        starts = [pos]
+        for s in sizes:
+            starts.append(starts[-1] + s)
+        for k in range(len(sizes)):
+            by_add.add(first + k, starts[k])
+        by_run.add_run(first, starts, len(sizes))
+        first, pos = first + len(sizes), starts[-1]
+    assert entries(by_run) == entries(by_add)
+    assert entries(by_run)[0] == (1, 0)

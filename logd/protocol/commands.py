@@ -1,4 +1,4 @@
-"""The logd wire protocol, with no sockets: bytes in, commands out; replies in, bytes out.
+"""The logd wire protocol's requests, with no sockets: bytes in, commands out.
 
 Requests (docs/protocol.rst has the byte-by-byte description)::
 
@@ -18,23 +18,21 @@ the CR into the message unnoticed. The line is inline unless it is exactly
 ``ClientError`` when a well-framed command is invalid (the command's bytes are
 consumed; the connection stays usable).
 
-``ReplyParser`` is the client's side: reply lines, bodies, and the record
-stream of READ.
+The client's side (replies, the READ record stream) is ``replies.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Union
-from zlib import crc32
 
-from . import errors
-from .errors import InvalidArgument, LogdError, ProtocolError, UnknownCommand
-from .record import Record
+from ..errors import InvalidArgument, ProtocolError, UnknownCommand
 
 __all__ = [
     "NEED_DATA",
     "NeedData",
+    "CRLF",
+    "MAX_INT_DIGITS",
     "Msg",
     "Read",
     "Replicate",
@@ -49,18 +47,6 @@ __all__ = [
     "Limits",
     "CommandParser",
     "encode_command",
-    "OK",
-    "PONG",
-    "EOF",
-    "encode_ok_id",
-    "encode_body",
-    "encode_error",
-    "ReplyParser",
-    "Ok",
-    "OkId",
-    "Pong",
-    "Body",
-    "Eof",
 ]
 
 CRLF = b"\r\n"
@@ -352,217 +338,3 @@ def encode_command(name: str, *args: bytes | str | int) -> bytes:
             arg = arg.encode()
         parts.append(b"%d %s\r\n" % (len(arg), arg))
     return b"".join(parts)
-
-
-# -- replies --------------------------------------------------------------------
-
-OK = b"OK\r\n"
-PONG = b"PONG\r\n"
-EOF = b"+EOF\r\n"
-
-
-def encode_ok_id(id: int) -> bytes:
-    return b"OK %d\r\n" % id
-
-
-def encode_body(body: bytes) -> bytes:
-    return b"OK %d\r\n%s\r\n" % (len(body), body)
-
-
-def encode_error(exc: LogdError) -> bytes:
-    reason = exc.reason().replace("\r", " ").replace("\n", " ")
-    return f"{exc.kind} {reason}\r\n".encode("utf-8", "replace")
-
-
-@dataclass(frozen=True, slots=True)
-class Ok:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class OkId:
-    id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Pong:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Body:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Eof:
-    pass
-
-
-# Bounds on what a server may send; past them the reply is a ProtocolError,
-# never an unbounded buffer (issue 7, item 9). Error lines carry a short reason
-# and a few fields, so 4 KiB is ample; a record header is at most
-# record.MAX_HEADER bytes, a body at most max_body.
-MAX_REPLY_LINE = 4096
-MAX_RECORD_HEADER = 64  # record.MAX_HEADER, checked by a unit test
-_HEX = b"0123456789abcdef"
-
-
-class ReplyParser:
-    """Incremental reply parser for clients.
-
-    The caller says what it expects, since ``OK <n>`` is an id after MSG and
-    a body length after STATS: ``next_reply()``, ``next_body()`` and, inside a
-    READ stream, ``next_record()``. Each returns NEED_DATA when more bytes are
-    due. Error replies come back as raised ``LogdError`` subclasses.
-
-    Nothing the server sends is trusted: a line longer than ``max_line``, a
-    body or record longer than ``max_body``, or a reply of the wrong shape
-    raises ``ProtocolError`` as soon as the bytes show it, so at most
-    ``max_body`` plus one receive is ever buffered. No other exception
-    escapes (no bare ``ValueError``).
-    """
-
-    def __init__(self, max_body: int = 64 * 1024 * 1024, max_line: int = MAX_REPLY_LINE) -> None:
-        self._buf = bytearray()
-        self._pos = 0
-        self.max_body = max_body
-        self.max_line = max_line
-
-    def receive_data(self, data: bytes) -> None:
-        if self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos
-
-    def _find_line(self, limit: int) -> int:
-        """The offset of the CRLF ending the line at ``_pos``; -1 if more bytes are due.
-
-        Raises:
-            ProtocolError: ``limit`` bytes and no CRLF.
-        """
-        pos = self._pos
-        nl = self._buf.find(CRLF, pos, pos + limit + 2)
-        # limit bytes and a lone '\r' may still be a valid line.
-        if nl < 0 and len(self._buf) - pos > limit + 1:
-            raise ProtocolError(f"reply line longer than {limit} bytes")
-        return nl
-
-    def _line(self) -> bytes | None:
-        nl = self._find_line(self.max_line)
-        if nl < 0:
-            return None
-        line = bytes(self._buf[self._pos : nl])
-        self._pos = nl + 2
-        return line
-
-    @staticmethod
-    def _check_error(line: bytes) -> None:
-        if line.startswith(b"ERR"):
-            kind, _, reason = line.decode("utf-8", "replace").partition(" ")
-            if kind in ("ERR", "ERR_CLIENT"):
-                raise errors.from_reply(kind, reason)
-
-    @staticmethod
-    def _ok_number(line: bytes) -> int | None:
-        """``OK <n>`` -> n; None for any other line."""
-        digits = line[3:]
-        if line.startswith(b"OK ") and digits.isdigit() and len(digits) <= MAX_INT_DIGITS:
-            return int(digits)
-        return None
-
-    def next_reply(self) -> Ok | OkId | Pong | NeedData:
-        line = self._line()
-        if line is None:
-            return NEED_DATA
-        if line == b"OK":
-            return Ok()
-        if line == b"PONG":
-            return Pong()
-        n = self._ok_number(line)
-        if n is not None:
-            return OkId(n)
-        self._check_error(line)
-        raise ProtocolError(f"unexpected reply {line[:80]!r}")
-
-    def next_body(self) -> Body | NeedData:
-        nl = self._find_line(self.max_line)
-        if nl < 0:
-            return NEED_DATA
-        line = bytes(self._buf[self._pos : nl])
-        size = self._ok_number(line)
-        if size is None:
-            self._pos = nl + 2
-            self._check_error(line)
-            raise ProtocolError(f"expected a body reply, got {line[:80]!r}")
-        if size > self.max_body:
-            raise ProtocolError(f"body of {size} bytes exceeds the limit of {self.max_body}")
-        start = nl + 2
-        if len(self._buf) < start + size + 2:
-            return NEED_DATA
-        if self._buf[start + size : start + size + 2] != CRLF:
-            raise ProtocolError("body not followed by CRLF")
-        self._pos = start + size + 2
-        return Body(bytes(self._buf[start : start + size]))
-
-    def next_record(self) -> Record | Eof | NeedData:
-        """The next item of a READ stream: a verified record, or Eof.
-
-        Raises:
-            ChecksumError: the record's checksum does not match.
-            ProtocolError: the bytes are not a record.
-            LogdError: the server ended the stream with an error line.
-        """
-        buf = self._buf
-        pos = self._pos
-        if pos >= len(buf):
-            return NEED_DATA
-        if buf[pos] != 0x2B:  # '+'
-            # An error line (ERR CORRUPT ..., ERR_CLIENT NOTRETAINED ...) is
-            # longer than a record header may be: judge it by the reply line
-            # limit, so it decodes to its class (issue 7, item 9).
-            line = self._line()
-            if line is None:
-                return NEED_DATA
-            self._check_error(line)
-            raise ProtocolError(f"expected a record, got {line[:80]!r}")
-        nl = buf.find(CRLF, pos, pos + MAX_RECORD_HEADER)
-        if nl < 0:
-            if len(buf) - pos >= MAX_RECORD_HEADER:
-                raise ProtocolError("record header too long")
-            return NEED_DATA
-        header = bytes(buf[pos + 1 : nl])
-        if header == b"EOF":
-            self._pos = nl + 2
-            return Eof()
-        fields = header.split(b" ")
-        if len(fields) != 4:
-            raise ProtocolError(f"malformed record header {header[:80]!r}")
-        idb, lenb, moreb, crcb = fields
-        # int() alone would take "-1", "0x1f" or "1_0"; the format is digits and 8 hex.
-        if not (
-            idb.isdigit() and lenb.isdigit() and moreb.isdigit()
-            and len(crcb) == 8 and not crcb.strip(_HEX) and idb.strip(b"0")
-        ):
-            raise ProtocolError(f"malformed record header {header[:80]!r}")
-        id = int(idb)
-        size = int(lenb)
-        more = int(moreb)
-        crc = int(crcb, 16)
-        if size > self.max_body:
-            raise ProtocolError(f"record of {size} bytes exceeds the limit of {self.max_body}")
-        start = nl + 2
-        stop = start + size
-        if len(buf) < stop + 2:
-            return NEED_DATA
-        if buf[stop : stop + 2] != CRLF:
-            raise ProtocolError(f"record {id} body not followed by CRLF")
-        body = bytes(buf[start:stop])
-        if crc32(body, crc32(header[:-9])) != crc:
-            raise errors.ChecksumError(f"checksum mismatch for record {id}")
-        self._pos = stop + 2
-        return Record(id, body, more)

@@ -1,0 +1,231 @@
+"""The logd wire protocol's replies, with no sockets: the server's reply
+encoders, and ``ReplyParser``, the client's side: reply lines, bodies, and the
+record stream of READ (whose headers ``logd.record`` reads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zlib import crc32
+
+from .. import errors
+from ..errors import LogdError, ProtocolError
+from ..record import MAX_HEADER, Record, RecordError, read_header
+from .commands import CRLF, MAX_INT_DIGITS, NEED_DATA, NeedData
+
+__all__ = [
+    "OK",
+    "PONG",
+    "EOF",
+    "encode_ok_id",
+    "encode_body",
+    "encode_error",
+    "ReplyParser",
+    "Ok",
+    "OkId",
+    "Pong",
+    "Body",
+    "Eof",
+    "MAX_REPLY_LINE",
+    "MAX_RECORD_HEADER",
+]
+
+OK = b"OK\r\n"
+PONG = b"PONG\r\n"
+EOF = b"+EOF\r\n"
+
+
+def encode_ok_id(id: int) -> bytes:
+    return b"OK %d\r\n" % id
+
+
+def encode_body(body: bytes) -> bytes:
+    return b"OK %d\r\n%s\r\n" % (len(body), body)
+
+
+def encode_error(exc: LogdError) -> bytes:
+    reason = exc.reason().replace("\r", " ").replace("\n", " ")
+    return f"{exc.kind} {reason}\r\n".encode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OkId:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Eof:
+    pass
+
+
+# Bounds on what a server may send; past them the reply is a ProtocolError,
+# never an unbounded buffer (issue 7, item 9). Error lines carry a short reason
+# and a few fields, so 4 KiB is ample; a record header is at most
+# record.MAX_HEADER bytes, a body at most max_body.
+MAX_REPLY_LINE = 4096
+MAX_RECORD_HEADER = MAX_HEADER
+
+
+class ReplyParser:
+    """Incremental reply parser for clients.
+
+    The caller says what it expects, since ``OK <n>`` is an id after MSG and
+    a body length after STATS: ``next_reply()``, ``next_body()`` and, inside a
+    READ stream, ``next_record()``. Each returns NEED_DATA when more bytes are
+    due. Error replies come back as raised ``LogdError`` subclasses.
+
+    Nothing the server sends is trusted: a line longer than ``max_line``, a
+    body or record longer than ``max_body``, or a reply of the wrong shape
+    raises ``ProtocolError`` as soon as the bytes show it, so at most
+    ``max_body`` plus one receive is ever buffered. No other exception
+    escapes (no bare ``ValueError``).
+    """
+
+    def __init__(self, max_body: int = 64 * 1024 * 1024, max_line: int = MAX_REPLY_LINE) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self.max_body = max_body
+        self.max_line = max_line
+
+    def receive_data(self, data: bytes) -> None:
+        if self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def _find_line(self, limit: int) -> int:
+        """The offset of the CRLF ending the line at ``_pos``; -1 if more bytes are due.
+
+        Raises:
+            ProtocolError: ``limit`` bytes and no CRLF.
+        """
+        pos = self._pos
+        nl = self._buf.find(CRLF, pos, pos + limit + 2)
+        # limit bytes and a lone '\r' may still be a valid line.
+        if nl < 0 and len(self._buf) - pos > limit + 1:
+            raise ProtocolError(f"reply line longer than {limit} bytes")
+        return nl
+
+    def _line(self) -> bytes | None:
+        nl = self._find_line(self.max_line)
+        if nl < 0:
+            return None
+        line = bytes(self._buf[self._pos : nl])
+        self._pos = nl + 2
+        return line
+
+    @staticmethod
+    def _check_error(line: bytes) -> None:
+        if line.startswith(b"ERR"):
+            kind, _, reason = line.decode("utf-8", "replace").partition(" ")
+            if kind in ("ERR", "ERR_CLIENT"):
+                raise errors.from_reply(kind, reason)
+
+    @staticmethod
+    def _ok_number(line: bytes) -> int | None:
+        """``OK <n>`` -> n; None for any other line."""
+        digits = line[3:]
+        if line.startswith(b"OK ") and digits.isdigit() and len(digits) <= MAX_INT_DIGITS:
+            return int(digits)
+        return None
+
+    def next_reply(self) -> Ok | OkId | Pong | NeedData:
+        line = self._line()
+        if line is None:
+            return NEED_DATA
+        if line == b"OK":
+            return Ok()
+        if line == b"PONG":
+            return Pong()
+        n = self._ok_number(line)
+        if n is not None:
+            return OkId(n)
+        self._check_error(line)
+        raise ProtocolError(f"unexpected reply {line[:80]!r}")
+
+    def next_body(self) -> Body | NeedData:
+        nl = self._find_line(self.max_line)
+        if nl < 0:
+            return NEED_DATA
+        line = bytes(self._buf[self._pos : nl])
+        size = self._ok_number(line)
+        if size is None:
+            self._pos = nl + 2
+            self._check_error(line)
+            raise ProtocolError(f"expected a body reply, got {line[:80]!r}")
+        if size > self.max_body:
+            raise ProtocolError(f"body of {size} bytes exceeds the limit of {self.max_body}")
+        start = nl + 2
+        if len(self._buf) < start + size + 2:
+            return NEED_DATA
+        if self._buf[start + size : start + size + 2] != CRLF:
+            raise ProtocolError("body not followed by CRLF")
+        self._pos = start + size + 2
+        return Body(bytes(self._buf[start : start + size]))
+
+    def next_record(self) -> Record | Eof | NeedData:
+        """The next item of a READ stream: a verified record, or Eof.
+
+        Raises:
+            ChecksumError: the record's checksum does not match.
+            ProtocolError: the bytes are not a record.
+            LogdError: the server ended the stream with an error line.
+        """
+        buf = self._buf
+        pos = self._pos
+        if pos >= len(buf):
+            return NEED_DATA
+        if buf[pos] != 0x2B:  # '+'
+            # An error line (ERR CORRUPT ..., ERR_CLIENT NOTRETAINED ...) is
+            # longer than a record header may be: judge it by the reply line
+            # limit, so it decodes to its class (issue 7, item 9).
+            line = self._line()
+            if line is None:
+                return NEED_DATA
+            self._check_error(line)
+            raise ProtocolError(f"expected a record, got {line[:80]!r}")
+        try:
+            h = read_header(buf, pos)
+        except RecordError as exc:
+            if buf.startswith(b"+EOF\r\n", pos):
+                self._pos = pos + 6
+                return Eof()
+            if exc.reason != "malformed record header":  # too long: no line to show
+                raise ProtocolError(exc.reason) from None
+            header = bytes(buf[pos + 1 : pos + MAX_RECORD_HEADER]).partition(CRLF)[0]
+            raise ProtocolError(f"{exc.reason} {header!r}") from None
+        if h is None:
+            return NEED_DATA
+        id, size, more, crc, length = h  # unpacked: cheaper than five attribute reads
+        if size > self.max_body:
+            raise ProtocolError(f"record of {size} bytes exceeds the limit of {self.max_body}")
+        start = pos + length
+        stop = start + size
+        if len(buf) < stop + 2:
+            return NEED_DATA
+        if buf[stop : stop + 2] != CRLF:
+            raise ProtocolError(f"record {id} body not followed by CRLF")
+        body = bytes(buf[start:stop])
+        if crc32(body, crc32(buf[pos + 1 : start - 11])) != crc:  # see record.parse
+            raise errors.ChecksumError(f"checksum mismatch for record {id}")
+        self._pos = stop + 2
+        return Record(id, body, more)
