@@ -333,15 +333,7 @@ class Connection:
             LogdError: an error reply (its class), or a reply that cannot be trusted.
             ConnectionLost: see ``receive()``.
         """
-        try:
-            while True:
-                got = self._parser.next_reply()
-                if got is not NEED_DATA:  # an identity test: mypy cannot narrow on it
-                    return got  # type: ignore[return-value]
-                self.receive()
-        except FATAL:
-            self.drop()
-            raise
+        return self._wait("next_reply")  # type: ignore[return-value]
 
     def poll_reply(self) -> Ok | OkId | Pong | NeedData:
         """The next status reply if it is buffered whole, else ``NEED_DATA``; never
@@ -362,15 +354,7 @@ class Connection:
         Raises:
             LogdError: as ``next_reply()``.
         """
-        try:
-            while True:
-                got = self._parser.next_body()
-                if got is not NEED_DATA:  # an identity test: mypy cannot narrow on it
-                    return got  # type: ignore[return-value]
-                self.receive()
-        except FATAL:
-            self.drop()
-            raise
+        return self._wait("next_body")  # type: ignore[return-value]
 
     def next_record(self) -> Record | Eof:
         """The next item of a READ stream: a record whose checksum is verified, or Eof.
@@ -380,11 +364,27 @@ class Connection:
             LogdError: the server ended the stream with an error line (its class).
             ConnectionLost: see ``receive()``.
         """
+        # _wait()'s loop written out: this runs once per record of every READ.
         try:
             while True:
                 got = self._parser.next_record()
                 if got is not NEED_DATA:  # an identity test: mypy cannot narrow on it
                     return got  # type: ignore[return-value]
+                self.receive()
+        except FATAL:
+            self.drop()
+            raise
+
+    def _wait(self, step_name: str) -> object:
+        """Run a parser step, receiving more, until it returns something other than NEED_DATA."""
+        try:
+            # Bound once: if a close() from another thread replaces the
+            # parser meanwhile, receive() raises before the old one is used again.
+            step = getattr(self._parser, step_name)
+            while True:
+                got = step()
+                if got is not NEED_DATA:
+                    return got
                 self.receive()
         except FATAL:
             self.drop()

@@ -685,7 +685,7 @@ def test_damaged_replies_raise_only_logd_errors() -> None:
                 token = rng.choice([b"x", b"1.5", b"-1", b"", b"1e3", b"9" * 30, b"9" * 5000])
                 data[m.start() : m.end()] = token
         client, _ = scripted(bytes(data), rng.choice(CHUNKERS))
-        client.connection.dial = _no_network  # type: ignore[method-assign, assignment]
+        client.connection.dial = _no_network  # type: ignore[method-assign]
         for step in range(7):  # bounded: one pass over the methods, reconnects refused
             try:
                 _exercise(client)

@@ -7,10 +7,9 @@ by the connection's timeout; nothing sleeps.
 
 from __future__ import annotations
 
-import random
 import socket
 import threading
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -18,6 +17,7 @@ from logd import errors
 from logd.client.connection import Connection
 from logd.protocol import Body, Eof, Ok, OkId, Pong
 from logd.record import Record, encode
+from tests.unit.test_client_parsing import CHUNKERS, Chunker
 
 TIMEOUT = 5.0
 
@@ -31,26 +31,6 @@ def pair() -> Iterator[tuple[Connection, socket.socket]]:
     conn.close()
     peer.close()
 
-
-def whole(data: bytes) -> list[bytes]:
-    return [data]
-
-
-def bytewise(data: bytes) -> list[bytes]:
-    return [data[i : i + 1] for i in range(len(data))]
-
-
-def random_chunks(data: bytes) -> list[bytes]:
-    rng = random.Random(3)
-    out, i = [], 0
-    while i < len(data):
-        n = rng.randint(1, 30)
-        out.append(data[i : i + n])
-        i += n
-    return out
-
-
-CHUNKERS = [whole, bytewise, random_chunks]
 
 STREAM = (
     b"OK 7\r\nPONG\r\nOK\r\n"
@@ -79,9 +59,9 @@ class Drip(Connection):
 
 
 @pytest.mark.parametrize("chunker", CHUNKERS)
-def test_replies_bodies_and_records_across_chunk_boundaries(chunker: Callable[[bytes], list[bytes]]) -> None:
+def test_replies_bodies_and_records_across_chunk_boundaries(chunker: Chunker) -> None:
     mine, peer = socket.socketpair()
-    chunks = chunker(STREAM)
+    chunks = list(chunker(STREAM))
     conn = Drip(list(chunks), peer, mine)
     try:
         assert [getattr(conn, c)() for c in CALLS] == EXPECTED
