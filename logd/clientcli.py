@@ -251,7 +251,7 @@ def cmd_write(args: argparse.Namespace) -> int:
 
     with _client(args) as client:
         writer = LiveWriter(
-            client,
+            client.connection,
             batch=args.batch,
             batch_bytes=args.batch_bytes,
             linger=args.linger / 1000.0,
@@ -475,10 +475,9 @@ def _caught_up(client: Client) -> bool:
     """Nothing parsed is waiting and nothing arrives within a moment: a follow is at the head."""
     if client.buffered:
         return False
-    sock = client._sock
-    if sock is None:
+    if not client.connected:
         return True
-    ready, _, _ = select.select([sock], [], [], 0.05)
+    ready, _, _ = select.select([client.connection], [], [], 0.05)
     return not ready
 
 

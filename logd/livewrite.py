@@ -16,9 +16,10 @@ and librdkafka's ``linger.ms``:
   stops reading, sends what it has read, waits a bounded time for the acks
   and reports exactly what is known: ``Outcome`` feeds the summary line.
 
-The loop uses the ``Client``'s byte-moving internals (``_send``, ``_fill``,
-``_parser``), because ``Client.append_stream`` pulls the next batch before it
-reads acks and so cannot wait on stdin and the socket at once.
+The loop runs on the client's ``Connection`` (``send``, ``receive``,
+``poll_reply``, ``fileno``), not on ``Client.append_stream``: that pulls the
+next batch before it reads acks, and so cannot wait on stdin and the socket
+at once.
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import errors
-from .client import WINDOW, Client
+from .client import WINDOW
+from .client.connection import FATAL, Connection
 from .protocol import NEED_DATA, OkId, encode_command
 
 __all__ = ["LineSplitter", "LiveWriter", "Outcome", "READ_SIZE"]
 
 READ_SIZE = 256 * 1024
-_FATAL = (errors.ProtocolError, errors.TooManyClients, errors.ShuttingDown, errors.ConnectionLost)
 
 
 class LineSplitter:
@@ -117,11 +118,12 @@ class Outcome:
 
 
 class LiveWriter:
-    """One ``logd write``: feed it stdin's fd (or a list of bodies) and ``run()`` it."""
+    """One ``logd write`` on a connected ``Connection``: feed it stdin's fd (or a list
+    of bodies) and ``run()`` it."""
 
     def __init__(
         self,
-        client: Client,
+        connection: Connection,
         *,
         batch: int,
         batch_bytes: int,
@@ -130,7 +132,7 @@ class LiveWriter:
         stop_wait: float = 5.0,
         window: int = WINDOW,
     ) -> None:
-        self.client = client
+        self.connection = connection
         self.max_count = batch
         self.max_bytes = batch_bytes
         self.linger = linger
@@ -182,14 +184,14 @@ class LiveWriter:
         del queue[: len(bodies)]
         self._queued_bytes -= size
         self._pending.append(len(bodies))  # before sending: a failed send may still have landed
-        self.client._send(encode_command("MSG", *bodies))
+        self.connection.send(encode_command("MSG", *bodies))
 
     def _take_acks(self) -> None:
         """Handle every complete reply buffered; never blocks."""
-        parser = self.client._parser
+        conn = self.connection
         while self._pending:
             try:
-                got = parser.next_reply()
+                got = conn.poll_reply()
             except errors.LogdError as exc:
                 self.outcome.failed += self._pending.popleft()  # an error reply: not written
                 self.outcome.error = self.outcome.error or exc
@@ -198,9 +200,8 @@ class LiveWriter:
                     # nothing sent after it was written.
                     self.outcome.failed += sum(self._pending)
                     self._pending.clear()
-                if isinstance(exc, _FATAL):
-                    self.client._drop()
-                    raise
+                if isinstance(exc, FATAL):
+                    raise  # poll_reply() has dropped the connection
                 continue
             if got is NEED_DATA:
                 return
@@ -213,7 +214,7 @@ class LiveWriter:
             self.on_ack(ids)
 
     def _receive(self) -> None:
-        self.client._fill()
+        self.connection.receive()
         self._take_acks()
 
     # -- the loop
@@ -255,8 +256,7 @@ class LiveWriter:
 
     def _loop(self, fd: int | None, wake: int, splitter: LineSplitter) -> None:
         eof = fd is None
-        sock = self.client._sock
-        assert sock is not None
+        sock = self.connection.fileno()  # raises ConnectionLost if not connected
         stop_at: float | None = None
         while True:
             if self._signals and stop_at is None:  # stop reading; finish what was read
@@ -276,7 +276,7 @@ class LiveWriter:
                 continue
             rlist = [wake]
             if self._pending:
-                rlist.append(sock.fileno())
+                rlist.append(sock)
             reading = not eof and not self._full()
             if reading:
                 assert fd is not None
@@ -293,7 +293,7 @@ class LiveWriter:
                     os.read(wake, 512)
                 except BlockingIOError:
                     pass
-            if sock.fileno() in ready:
+            if sock in ready:
                 self._receive()
             if reading and fd in ready:
                 data = os.read(fd, READ_SIZE)

@@ -23,7 +23,7 @@ import pytest
 
 import logd
 from logd import errors
-from logd.client import Client
+from logd.client import Client, Connection
 from logd.record import Record
 
 pytestmark = pytest.mark.integration
@@ -440,14 +440,22 @@ def test_under_gevent(logd_server: Any, tmp_path: Path) -> None:
 # -- a consumer started before its server (issue 7, item 11) ---------------------------------
 
 
-class CountingClient(Client):
-    """A real client that counts its connection attempts, so a test can wait for them."""
+class CountingConnection(Connection):
+    """A real connection that counts its attempts, so a test can wait for them."""
 
     attempts = 0
 
-    def _dial(self) -> Any:
+    def dial(self) -> Any:
         self.attempts += 1
-        return super()._dial()
+        return super().dial()
+
+
+class CountingClient(Client):
+    connection_class = CountingConnection
+
+    @property
+    def attempts(self) -> int:
+        return self.connection.attempts  # type: ignore[attr-defined, no-any-return]
 
 
 def wait_until(cond: Any, timeout: float = 10.0) -> None:

@@ -65,13 +65,13 @@ COUNT_DIALS = textwrap.dedent(
     import sys as _sys
     import logd.client as _client
 
-    _dial = _client.Client._dial
+    _dial = _client.Connection.dial
 
     def _counted(self):
         print("dial", file=_sys.stderr, flush=True)
         return _dial(self)
 
-    _client.Client._dial = _counted
+    _client.Connection.dial = _counted
     """
 )
 

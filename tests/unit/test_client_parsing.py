@@ -22,8 +22,8 @@ from logd.client import (
     DEFAULT_PORT,
     RECV_SIZE,
     Client,
+    Connection,
     ObjRecord,
-    backoff_delay,
     batches,
     pack,
     parse_address,
@@ -171,18 +171,6 @@ def test_connect_bad_address_is_a_logd_error() -> None:
 
 def test_bad_address_exits_2() -> None:
     assert exit_code(errors.BadAddress("x")) == 2
-
-
-def test_backoff_grows_caps_and_jitters() -> None:
-    lo = [backoff_delay(n, 0.1, 2.0, rand=lambda a, b: a) for n in range(12)]
-    hi = [backoff_delay(n, 0.1, 2.0, rand=lambda a, b: b) for n in range(12)]
-    assert lo[0] == pytest.approx(0.05) and hi[0] == pytest.approx(0.1)
-    assert all(a <= b for a, b in zip(hi, hi[1:]))  # never shrinks
-    assert max(hi) == pytest.approx(2.0) and max(lo) == pytest.approx(1.0)
-    assert backoff_delay(10_000, 0.1, 2.0) <= 2.0  # no overflow on long outages
-    rng = random.Random(1)
-    samples = {backoff_delay(3, 0.1, 2.0, rand=rng.uniform) for _ in range(20)}
-    assert len(samples) > 1 and all(0.4 <= s <= 0.8 for s in samples)
 
 
 def test_batches_by_count_and_bytes() -> None:
@@ -555,12 +543,12 @@ def test_follow_reconnect_gives_up_after_max_retries(monkeypatch: pytest.MonkeyP
     client, sock = scripted(incoming, whole)
 
     def refuse() -> None:
-        if client._sock is None:
+        if not client.connected:
             raise errors.ConnectionLost("connection refused")
 
     sleeps: list[float] = []
     monkeypatch.setattr(client, "connect", refuse)
-    monkeypatch.setattr("logd.client.time.sleep", sleeps.append)
+    monkeypatch.setattr("logd.client.client.time.sleep", sleeps.append)
     seen: list[int] = []
     got = []
     with pytest.raises(errors.ConnectionLost):
@@ -697,7 +685,7 @@ def test_damaged_replies_raise_only_logd_errors() -> None:
                 token = rng.choice([b"x", b"1.5", b"-1", b"", b"1e3", b"9" * 30, b"9" * 5000])
                 data[m.start() : m.end()] = token
         client, _ = scripted(bytes(data), rng.choice(CHUNKERS))
-        client._dial = _no_network  # type: ignore[method-assign, assignment]
+        client.connection.dial = _no_network  # type: ignore[method-assign]
         for step in range(7):  # bounded: one pass over the methods, reconnects refused
             try:
                 _exercise(client)
@@ -711,7 +699,7 @@ def test_damaged_replies_raise_only_logd_errors() -> None:
 
 
 class Dialer:
-    """Stands in for Client._dial: refuses ``refusals`` times, then hands out a scripted socket."""
+    """Stands in for Connection.dial: refuses ``refusals`` times, then hands out a scripted socket."""
 
     def __init__(self, refusals: int, incoming: bytes) -> None:
         self.refusals = refusals
@@ -728,7 +716,7 @@ class Dialer:
 
 
 class FakeClock:
-    """time.monotonic and time.sleep for the client module: sleeping advances the clock."""
+    """time.monotonic and time.sleep for the connection module: sleeping advances the clock."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -746,15 +734,15 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     c = FakeClock()
-    monkeypatch.setattr("logd.client.time.monotonic", c.monotonic)
-    monkeypatch.setattr("logd.client.time.sleep", c.sleep)
+    monkeypatch.setattr("logd.client.connection.time.monotonic", c.monotonic)
+    monkeypatch.setattr("logd.client.connection.time.sleep", c.sleep)
     return c
 
 
 def test_connect_waits_for_the_server(clock: FakeClock) -> None:
     client = Client("127.0.0.1:1", wait=30)
     dial = Dialer(6, b"OK 4\r\n")
-    client._dial = dial  # type: ignore[method-assign, assignment]
+    client.connection.dial = dial  # type: ignore[method-assign, assignment]
     client.connect()
     assert dial.calls == 7 and client.connected
     assert client.head() == 4
@@ -766,7 +754,7 @@ def test_connect_waits_for_the_server(clock: FakeClock) -> None:
 def test_connect_wait_is_a_bound(clock: FakeClock) -> None:
     client = Client("127.0.0.1:1")
     dial = Dialer(10**6, b"")
-    client._dial = dial  # type: ignore[method-assign, assignment]
+    client.connection.dial = dial  # type: ignore[method-assign, assignment]
     with pytest.raises(errors.ConnectionLost) as info:
         client.connect(wait=5.0)
     assert 1000.0 + 5.0 == pytest.approx(clock.now)  # the last sleep is cut to the deadline
@@ -778,7 +766,7 @@ def test_connect_wait_is_a_bound(clock: FakeClock) -> None:
 def test_connect_without_wait_tries_once(clock: FakeClock) -> None:
     client = Client("127.0.0.1:1")
     dial = Dialer(1, b"")
-    client._dial = dial  # type: ignore[method-assign, assignment]
+    client.connection.dial = dial  # type: ignore[method-assign, assignment]
     with pytest.raises(errors.ConnectionLost):
         client.connect()
     assert dial.calls == 1 and clock.sleeps == []
@@ -786,7 +774,7 @@ def test_connect_without_wait_tries_once(clock: FakeClock) -> None:
 
 def test_module_connect_takes_wait(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     dial = Dialer(3, b"PONG\r\n")
-    monkeypatch.setattr(Client, "_dial", lambda self: dial())
+    monkeypatch.setattr(Connection, "dial", lambda self: dial())
     client = logd.connect("127.0.0.1:1", wait=10)
     assert dial.calls == 4 and client.wait == 10
     assert client.ping() >= 0
@@ -800,7 +788,7 @@ def test_close_ends_a_connect_that_is_waiting(clock: FakeClock) -> None:
             client.close()  # as another thread would
         raise ConnectionRefusedError(111, "Connection refused")
 
-    client._dial = dial  # type: ignore[method-assign, assignment]
+    client.connection.dial = dial  # type: ignore[method-assign, assignment]
     with pytest.raises(errors.ConnectionLost):
         client.connect()
     assert len(clock.sleeps) == 3 and clock.now < 1000.0 + 60
@@ -811,7 +799,7 @@ def test_follow_reconnect_waits_for_the_first_connection(clock: FakeClock) -> No
     client = Client("127.0.0.1:1")
     client.close()
     dial = Dialer(5, b"OK\r\n" + records(1, [b"a", b"b"]))
-    client._dial = dial  # type: ignore[method-assign, assignment]
+    client.connection.dial = dial  # type: ignore[method-assign, assignment]
     seen: list[int] = []
     got = []
     for rec in client.follow(1, reconnect=True, on_reconnect=lambda n, exc: seen.append(n)):
