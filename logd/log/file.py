@@ -40,6 +40,7 @@ import structlog
 
 from ..errors import CorruptLogError, DiskFull, FsyncFailed, NotRetained, StorageError
 from ..record import MAX_HEADER, Record, encode_batch, parse
+from ..fsutil import fsync_dir
 from . import Span
 from .index import SparseIndex
 from .partition import Partition, parse_name, partition_name
@@ -80,11 +81,7 @@ class _SyncPoint:
         for fd in self.fds:
             self._fsync(fd)
         if self.dir_path is not None:
-            dfd = os.open(self.dir_path, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(self.dir_path)
         if self.recovery_point is not None:
             # Only now is everything up to it durable: say so, for the next start.
             # A failure (disk full) is not a failed fsync: the data is durable,
@@ -299,11 +296,7 @@ class FileLog:
             pass
 
     def _fsync_dir(self) -> None:
-        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(self.directory)
 
     # -- state ----------------------------------------------------------------------
 
