@@ -5,7 +5,9 @@ MSG boundaries) and every index entry, and prints what it found with
 positions, like ``redis-check-aof`` and ``kafka-dump-log --verify``. It exits
 0 only when the log is sound, 1 on problems, 2 when the directory is missing
 or not a logd data directory (a lock file or partition files), unless
-``--allow-empty`` accepts one with no log yet. ``--fix`` does the two repairs that lose
+``--allow-empty`` accepts one with no log yet. It holds the writer lock
+while it runs, so a server cannot start under it; a live server's lock is
+reported by its holder's pid. ``--fix`` does the two repairs that lose
 nothing acknowledged: it cuts a torn tail of the last partition (after
 copying the bytes aside to ``<partition>.trunc.N``) and rebuilds indexes. It
 never removes data from the middle of the log.
@@ -13,13 +15,12 @@ never removes data from the middle of the log.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 from typing import Any
 
-from .log.file import LOCK_FILE
 from .log.index import SparseIndex
+from .log.lock import LOCK_FILE, DirectoryLocked, WriterLock
 from .log.partition import id_at, parse_name, resync, scan
 from .log.recovery import truncate_aside
 from .record import RecordError, parse
@@ -51,18 +52,19 @@ def check(directory: str, fix: bool = False, out: Any = sys.stdout, allow_empty:
         say(f"{directory}: not a logd data directory (no partitions, no lock file); "
             "--allow-empty accepts a directory with no log yet")
         return EXIT_USAGE
-    lock_fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    lock: WriterLock | None = None
     try:
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if fix:
-                say(f"{directory}: in use by a running server; stop it before --fix")
-                return EXIT_USAGE
-            say(f"{directory}: in use by a running server; the last MSG may be mid-write")
+        lock = WriterLock.acquire(directory, "logd check --fix" if fix else "logd check")
+    except DirectoryLocked as exc:
+        if fix:
+            say(f"{directory}: in use by {exc.holder.describe()}; stop it before --fix")
+            return EXIT_USAGE
+        say(f"{directory}: in use by {exc.holder.describe()}; the last MSG may be mid-write")
+    try:
         return _check(directory, fix, say)
     finally:
-        os.close(lock_fd)
+        if lock is not None:
+            lock.release()
 
 
 def _check(directory: str, fix: bool, say: Any) -> int:
