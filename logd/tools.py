@@ -4,13 +4,15 @@
 MSG boundaries) and every index entry, and prints what it found with
 positions, like ``redis-check-aof`` and ``kafka-dump-log --verify``. It exits
 0 only when the log is sound, 1 on problems, 2 when the directory is missing
-or not a logd data directory (a lock file or partition files), unless
-``--allow-empty`` accepts one with no log yet. It holds the writer lock
-while it runs, so a server cannot start under it; a live server's lock is
-reported by its holder's pid. ``--fix`` does the two repairs that lose
-nothing acknowledged: it cuts a torn tail of the last partition (after
-copying the bytes aside to ``<partition>.trunc.N``) and rebuilds indexes. It
-never removes data from the middle of the log.
+or not a logd data directory (a lock, meta or partition file), unless
+``--allow-empty`` accepts one with no log yet. It reports the ``meta`` file
+(an unusable one is a problem; a missing one is not: the server adopts the
+directory) and holds the writer lock while it runs, so a server cannot start
+under it; a live server's lock is reported by its holder's pid. ``--fix``
+does the two repairs that lose nothing acknowledged: it cuts a torn tail of
+the last partition (after copying the bytes aside to ``<partition>.trunc.N``)
+and rebuilds indexes. It never removes data from the middle of the log, and
+never writes the ``meta`` file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from .log.index import SparseIndex
 from .log.lock import LOCK_FILE, DirectoryLocked, WriterLock
+from .log.meta import META_FILE, MetaError, load as load_meta
 from .log.partition import id_at, parse_name, resync, scan
 from .log.recovery import truncate_aside
 from .record import RecordError, parse
@@ -32,9 +35,9 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
 def is_data_dir(directory: str) -> bool:
     """A logd data directory has a lock file (every server that opened it made
-    one) or partition files."""
+    one), a meta file or partition files."""
     names = os.listdir(directory)
-    return LOCK_FILE in names or any(parse_name(n) for n in names)
+    return LOCK_FILE in names or META_FILE in names or any(parse_name(n) for n in names)
 
 
 def check(directory: str, fix: bool = False, out: Any = sys.stdout, allow_empty: bool = False) -> int:
@@ -61,10 +64,29 @@ def check(directory: str, fix: bool = False, out: Any = sys.stdout, allow_empty:
             return EXIT_USAGE
         say(f"{directory}: in use by {exc.holder.describe()}; the last MSG may be mid-write")
     try:
-        return _check(directory, fix, say)
+        meta_ok = _check_meta(directory, say)
+        code = _check(directory, fix, say)
+        if not meta_ok:
+            say(f"{directory}: {META_FILE} unusable (see above): logd serve will not open it")
+            return EXIT_PROBLEMS
+        return code
     finally:
         if lock is not None:
             lock.release()
+
+
+def _check_meta(directory: str, say: Any) -> bool:
+    try:
+        meta = load_meta(directory)
+    except MetaError as exc:
+        say(str(exc))
+        return False
+    if meta is None:
+        say(f"{META_FILE}: none yet (a directory from before logd had one; the server adopts it)")
+    else:
+        say(f"{META_FILE}: format {meta.format}, history {meta.history}, role {meta.role}, "
+            f"created {meta.created}")
+    return True
 
 
 def _check(directory: str, fix: bool, say: Any) -> int:

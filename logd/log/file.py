@@ -6,6 +6,7 @@ Layout of a data directory::
     0000000001-00000000000000000001.idx   its sparse index (a cache)
     0000000002-00000000000000001234.log   the next partition, from id 1234
     lock                                  flock()ed by the one writer, names it (lock.py)
+    meta                                  format, history id, role, epochs (meta.py)
     clean-shutdown                        present only after a clean stop (marks.py)
     recovery-point                        what is verified and fsynced (marks.py)
 
@@ -43,6 +44,7 @@ from ..fsutil import fsync_dir
 from . import Span
 from .index import SparseIndex
 from .lock import WriterLock
+from .meta import Meta, adopt
 from .partition import Partition, parse_name, partition_name
 from .marks import (CLEAN_MARKER, CleanEntry, RecoveryPoint, read_clean, read_recovery_point,
                     write_clean, write_recovery_point)
@@ -135,6 +137,7 @@ class FileLog:
         os.makedirs(self.directory, exist_ok=True)
         lock = self._lock = WriterLock.acquire(self.directory)  # raises DirectoryLocked, naming the holder
         try:
+            self.meta: Meta = adopt(self.directory)  # before any repair: a bad meta file stops the open
             self._recover()
         except BaseException:
             lock.release()
