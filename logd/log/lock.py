@@ -26,7 +26,6 @@ Readers (a read-only open) take no lock at all.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -185,7 +184,7 @@ def _lock(fd: int, directory: str) -> None:
             found = _read(fd)
             if (found is not None and _alive(found.pid)) or time.monotonic() >= deadline:
                 raise DirectoryLocked(directory, found or UNKNOWN) from None
-            time.sleep(_POLL)  # blocking is fine: nothing is served before the log is open
+            time.sleep(_POLL)  # blocks the caller at most SETTLE, and only when the lock is taken
 
 
 def _read(fd: int) -> Holder | None:
@@ -205,8 +204,6 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process: alive
         return True
-    except OSError as exc:
-        return exc.errno != errno.ESRCH
     return True
 
 
