@@ -6,9 +6,10 @@ processing, as decimal text and a newline. A consumer starts at
 record, so a crash re-delivers at most the records since the last write to
 disk: at-least-once, never a skipped id.
 
-Saves are atomic: write ``<path>.tmp``, fsync it, ``os.replace`` it over the
-file, fsync the directory. A crash leaves the old cursor or the new one,
-never an empty or partial file (the nats-server#5876 kind of loss).
+Saves are atomic (``fsutil.atomic_write``): write ``<path>.tmp``, fsync it,
+``os.replace`` it over the file, fsync the directory. A crash leaves the old
+cursor or the new one, never an empty or partial file (the nats-server#5876
+kind of loss).
 
 Writing and fsyncing every record would cost a disk round trip each, so
 writes are batched: at most every ``every`` saves or ``interval`` seconds,
@@ -23,6 +24,8 @@ import os
 import time
 from pathlib import Path
 from typing import Callable
+
+from .fsutil import atomic_write
 
 __all__ = ["Checkpoint", "CheckpointError"]
 
@@ -103,7 +106,7 @@ class Checkpoint:
         if self._pending is None:
             return
         try:
-            _atomic_write(self.path, b"%d\n" % self._pending)
+            atomic_write(self.path, b"%d\n" % self._pending)
         except OSError as exc:
             raise CheckpointError(f"cannot save cursor file {self.path}: {exc.strerror or exc}") from exc
         self._saved = self._pending
@@ -139,21 +142,3 @@ class Checkpoint:
     def __repr__(self) -> str:
         return f"<Checkpoint {str(self.path)!r} last_id={self.last_id}>"
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """tmp file, fsync, rename over, fsync the directory (so the rename itself is durable)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

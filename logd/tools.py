@@ -4,22 +4,26 @@
 MSG boundaries) and every index entry, and prints what it found with
 positions, like ``redis-check-aof`` and ``kafka-dump-log --verify``. It exits
 0 only when the log is sound, 1 on problems, 2 when the directory is missing
-or not a logd data directory (a lock file or partition files), unless
-``--allow-empty`` accepts one with no log yet. ``--fix`` does the two repairs that lose
-nothing acknowledged: it cuts a torn tail of the last partition (after
-copying the bytes aside to ``<partition>.trunc.N``) and rebuilds indexes. It
-never removes data from the middle of the log.
+or not a logd data directory (a lock, meta or partition file), unless
+``--allow-empty`` accepts one with no log yet. It reports the ``meta`` file
+(an unusable one is a problem; a missing one is not: the server adopts the
+directory) and holds the writer lock while it runs, so a server cannot start
+under it; a live server's lock is reported by its holder's pid. ``--fix``
+does the two repairs that lose nothing acknowledged: it cuts a torn tail of
+the last partition (after copying the bytes aside to ``<partition>.trunc.N``)
+and rebuilds indexes. It never removes data from the middle of the log, and
+never writes the ``meta`` file.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 from typing import Any
 
-from .log.file import LOCK_FILE
 from .log.index import SparseIndex
+from .log.lock import LOCK_FILE, DirectoryLocked, WriterLock
+from .log.meta import META_FILE, MetaError, load as load_meta
 from .log.partition import id_at, parse_name
 from .log.recovery import Corrupt, verify_partition
 from .record import RecordError, parse
@@ -31,9 +35,9 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
 def is_data_dir(directory: str) -> bool:
     """A logd data directory has a lock file (every server that opened it made
-    one) or partition files."""
+    one), a meta file or partition files."""
     names = os.listdir(directory)
-    return LOCK_FILE in names or any(parse_name(n) for n in names)
+    return LOCK_FILE in names or META_FILE in names or any(parse_name(n) for n in names)
 
 
 def check(directory: str, fix: bool = False, out: Any = sys.stdout, allow_empty: bool = False) -> int:
@@ -51,18 +55,38 @@ def check(directory: str, fix: bool = False, out: Any = sys.stdout, allow_empty:
         say(f"{directory}: not a logd data directory (no partitions, no lock file); "
             "--allow-empty accepts a directory with no log yet")
         return EXIT_USAGE
-    lock_fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    lock: WriterLock | None = None
     try:
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if fix:
-                say(f"{directory}: in use by a running server; stop it before --fix")
-                return EXIT_USAGE
-            say(f"{directory}: in use by a running server; the last MSG may be mid-write")
-        return _check(directory, fix, say)
+        lock = WriterLock.acquire(directory, "logd check --fix" if fix else "logd check")
+    except DirectoryLocked as exc:
+        if fix:
+            say(f"{directory}: in use by {exc.holder.describe()}; stop it before --fix")
+            return EXIT_USAGE
+        say(f"{directory}: in use by {exc.holder.describe()}; the last MSG may be mid-write")
+    try:
+        meta_ok = _check_meta(directory, say)
+        code = _check(directory, fix, say)
+        if not meta_ok:
+            say(f"{directory}: {META_FILE} unusable (see above): logd serve will not open it")
+            return EXIT_PROBLEMS
+        return code
     finally:
-        os.close(lock_fd)
+        if lock is not None:
+            lock.release()
+
+
+def _check_meta(directory: str, say: Any) -> bool:
+    try:
+        meta = load_meta(directory)
+    except MetaError as exc:
+        say(str(exc))
+        return False
+    if meta is None:
+        say(f"{META_FILE}: none yet (a directory from before logd had one; the server adopts it)")
+    else:
+        say(f"{META_FILE}: format {meta.format}, history {meta.history}, role {meta.role}, "
+            f"created {meta.created}")
+    return True
 
 
 def _check(directory: str, fix: bool, say: Any) -> int:

@@ -5,7 +5,8 @@ Layout of a data directory::
     0000000001-00000000000000000001.log   records with ids 1 ..
     0000000001-00000000000000000001.idx   its sparse index (a cache)
     0000000002-00000000000000001234.log   the next partition, from id 1234
-    lock                                  flock()ed by the one writing process
+    lock                                  flock()ed by the one writer, names it (lock.py)
+    meta                                  format, history id, role, epochs (meta.py)
     clean-shutdown                        present only after a clean stop (marks.py)
     recovery-point                        what is verified and fsynced (marks.py)
 
@@ -29,7 +30,6 @@ and cut; corruption in the middle of the log stops the open unless
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import time
 from bisect import bisect_right
@@ -40,8 +40,11 @@ import structlog
 
 from ..errors import CorruptLogError, DiskFull, FsyncFailed, NotRetained, StorageError
 from ..record import MAX_HEADER, Record, encode_batch, parse
+from ..fsutil import fsync_dir
 from . import Span
 from .index import SparseIndex
+from .lock import WriterLock
+from .meta import Meta, adopt
 from .partition import Partition, parse_name, partition_name
 from .marks import (CLEAN_MARKER, CleanEntry, RecoveryPoint, read_clean, read_recovery_point,
                     write_clean, write_recovery_point)
@@ -51,7 +54,6 @@ __all__ = ["FileLog"]
 
 log = structlog.get_logger("logd.log")
 
-LOCK_FILE = "lock"
 RECOVERY_POINT_EVERY = 1.0  # seconds: the bound on recovery-point writes (3 fsyncs each)
 PROGRESS_EVERY = 2.0  # seconds between "verifying" log lines
 
@@ -80,11 +82,7 @@ class _SyncPoint:
         for fd in self.fds:
             self._fsync(fd)
         if self.dir_path is not None:
-            dfd = os.open(self.dir_path, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(self.dir_path)
         if self.recovery_point is not None:
             # Only now is everything up to it durable: say so, for the next start.
             # A failure (disk full) is not a failed fsync: the data is durable,
@@ -128,7 +126,7 @@ class FileLog:
         self.last_write_error: str | None = None
         self.recovered_clean = False
         self.bytes_dropped = 0
-        self._lock_fd = -1
+        self._lock: WriterLock | None = None
         self._rp_due = 0.0  # monotonic time after which a sync may write the recovery point
         self.opened_how: dict[str, int] = {}  # partitions by how they were checked at open
         self._open()
@@ -137,18 +135,12 @@ class FileLog:
 
     def _open(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
-        self._lock_fd = os.open(
-            os.path.join(self.directory, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
-        )
+        lock = self._lock = WriterLock.acquire(self.directory)  # raises DirectoryLocked, naming the holder
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise StorageError(f"data dir {self.directory} is in use by another process") from None
-        try:
+            self.meta: Meta = adopt(self.directory)  # before any repair: a bad meta file stops the open
             self._recover()
         except BaseException:
-            os.close(self._lock_fd)
+            lock.release()
             raise
 
     def _recover(self) -> None:
@@ -299,11 +291,7 @@ class FileLog:
             pass
 
     def _fsync_dir(self) -> None:
-        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(self.directory)
 
     # -- state ----------------------------------------------------------------------
 
@@ -643,7 +631,8 @@ class FileLog:
             except OSError as exc:  # the next start takes the crash path: slower, as correct
                 log.warning("clean_marker_not_saved", error=exc.strerror or str(exc))
                 clean = False
-        os.close(self._lock_fd)
+        if self._lock is not None:
+            self._lock.release()
         log.info("log_closed", head=self._head, clean=clean)
 
 

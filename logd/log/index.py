@@ -16,11 +16,12 @@ the caller rebuilds it by scanning when it fails.
 
 from __future__ import annotations
 
-import os
 import struct
 from array import array
 from bisect import bisect_left, bisect_right
 from typing import Callable, Sequence
+
+from ..fsutil import atomic_write
 
 __all__ = ["SparseIndex", "ENTRY"]
 
@@ -136,10 +137,7 @@ class SparseIndex:
 
     def save(self, path: str) -> None:
         """Write the whole index atomically (tmp + rename); no fsync: it is a cache."""
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(self._entries(0))
-        os.replace(tmp, path)
+        atomic_write(path, self._entries(0), durable=False)
         self._saved = len(self.ids)
 
     def save_new(self, path: str) -> None:

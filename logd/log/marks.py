@@ -1,10 +1,10 @@
 """The two small files that let a restart skip re-verifying the log.
 
 After Kafka's ``recovery-point-offset-checkpoint`` and its clean-shutdown
-file. Both are written atomically (``<name>.tmp``, fsync, ``rename``, fsync
-of the directory), so a reader finds the old contents or the new, never a
-mix. Both are optional: a directory without them (written by an older logd)
-opens with full verification. The partition files stay the truth; these
+file. Both are written atomically (``fsutil.atomic_write``: ``<name>.tmp``,
+fsync, ``rename``, fsync of the directory), so a reader finds the old
+contents or the new, never a mix. Both are optional: a directory without
+them (written by an older logd) opens with full verification. The partition files stay the truth; these
 only say how much of them was already verified and made durable.
 
 ``recovery-point``, one line, updated after an fsync at most once a second
@@ -35,8 +35,10 @@ import os
 import re
 from dataclasses import dataclass
 
+from ..fsutil import atomic_write
+
 __all__ = ["CLEAN_MARKER", "RECOVERY_POINT", "RecoveryPoint", "CleanEntry", "read_clean",
-           "write_clean", "read_recovery_point", "write_recovery_point", "write_atomic"]
+           "write_clean", "read_recovery_point", "write_recovery_point"]
 
 CLEAN_MARKER = "clean-shutdown"
 RECOVERY_POINT = "recovery-point"
@@ -59,26 +61,9 @@ class CleanEntry:
     last_offset: int  # start of the last record; -1 when empty
 
 
-def write_atomic(directory: str, name: str, data: bytes) -> None:
-    path = os.path.join(directory, name)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def write_recovery_point(directory: str, rp: RecoveryPoint) -> None:
     text = f"logd-recovery-point 1 partition={rp.partition} offset={rp.offset} id={rp.id}\n"
-    write_atomic(directory, RECOVERY_POINT, text.encode())
+    atomic_write(os.path.join(directory, RECOVERY_POINT), text.encode())
 
 
 def read_recovery_point(directory: str) -> RecoveryPoint | None | str:
@@ -97,7 +82,8 @@ def read_recovery_point(directory: str) -> RecoveryPoint | None | str:
 def write_clean(directory: str, head: int, when: float, entries: list[CleanEntry]) -> None:
     doc = {"format": 2, "head": head, "time": round(when, 3),
            "partitions": [[e.number, e.first_id, e.last_id, e.size, e.last_offset] for e in entries]}
-    write_atomic(directory, CLEAN_MARKER, json.dumps(doc, separators=(",", ":")).encode() + b"\n")
+    data = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+    atomic_write(os.path.join(directory, CLEAN_MARKER), data)
 
 
 def read_clean(directory: str) -> dict[int, CleanEntry] | None | str:

@@ -24,6 +24,7 @@ from typing import Callable
 import structlog
 
 from ..errors import CorruptLogError
+from ..fsutil import fsync_dir
 from ..record import RecordError, parse
 from .index import SparseIndex
 from .marks import CleanEntry
@@ -259,6 +260,7 @@ def truncate_aside(path: str, end: int, size: int) -> tuple[int, str]:
         shutil.copyfileobj(src, dst)
         dst.flush()
         os.fsync(dst.fileno())
+    fsync_dir(os.path.dirname(path))  # the copy's name must survive a crash before the cut does
     with open(path, "r+b") as f:
         f.truncate(end)
         os.fsync(f.fileno())

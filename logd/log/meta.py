@@ -1,0 +1,235 @@
+"""The data directory's identity: the ``meta`` file.
+
+One line of JSON, so an operator can read it with ``cat`` (and ``jq``)::
+
+    {"format": 1, "history": "1b4e28ba-2fa1-4d2a-883f-0016d3cca427",
+     "created": "2026-12-01T22:30:00Z", "role": "primary", "epochs": [[1, 1]]}
+
+(written on one line). Fields:
+
+``format``
+    The version of this file and of the directory layout it describes; 1.
+    A logd that meets a format it does not know refuses to open the
+    directory: it was written by a newer logd.
+``history``
+    A UUID4 made when the log was created (or when a directory from before
+    this file existed was first opened by a writer). Two directories with
+    the same history hold copies of the same log; a follower compares it
+    with its leader's before it appends anything.
+``created``
+    When the history was made, UTC, ISO 8601, whole seconds.
+``role``
+    ``primary`` (the only role so far; replication adds ``replica``).
+``epochs``
+    ``[[epoch, first id], ...]``: the id each epoch's first record got, as
+    Kafka's leader-epoch checkpoint. One epoch, from id 1, until failover
+    adds more.
+
+Why JSON and not msgpack (the wire's encoding): the file is tiny, read once
+per open, and read by people (``cat``, backups, support tickets) more often
+than by programs; ``clean-shutdown`` is JSON for the same reason.
+
+Written atomically (``fsutil.atomic_write``: tmp, fsync, rename, fsync the
+directory), only by the process holding the writer lock. A directory without
+the file (every directory written before issue 8) is adopted by the first
+writer that opens it: ``adopt`` makes a new history and writes it. A
+read-only open uses ``load`` and copes with ``None`` (history unknown).
+
+A file that exists but is not a whole format-1 file is never replaced
+silently, because it is the only record of which history the partitions
+belong to: the open fails with ``MetaError``, naming the file. Moving it
+away on purpose makes the next writer adopt the directory as a new history.
+Keys other than the five are refused too: they can only come from a newer
+format, and rewriting the file without them could drop an epoch fence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import structlog
+
+from ..errors import StorageError
+from ..fsutil import atomic_write
+
+__all__ = ["META_FILE", "FORMAT", "ROLES", "Meta", "MetaError", "new", "load", "adopt", "save",
+           "encode", "decode"]
+
+log = structlog.get_logger("logd.log")
+
+META_FILE = "meta"
+FORMAT = 1
+ROLES = ("primary", "replica")
+_KEYS = ("format", "history", "created", "role", "epochs")
+_MAX_SIZE = 64 * 1024  # a sane meta file is ~150 bytes; do not read a stray huge file whole
+
+
+class MetaError(StorageError):
+    """The ``meta`` file exists but cannot be used. Names the file."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"metadata file {path}: {reason}; logd never replaces it on its own: restore it, "
+            "or move it away to adopt the directory as a new history"
+        )
+        self.path = path
+        self.problem = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    format: int
+    history: str  # a UUID, canonical lower-case form
+    created: str  # UTC, "YYYY-MM-DDTHH:MM:SSZ"
+    role: str  # one of ROLES
+    epochs: tuple[tuple[int, int], ...]  # (epoch, first id), increasing
+
+
+def new(now: datetime | None = None) -> Meta:
+    """A fresh identity: format 1, a new UUID4 history, primary, epoch 1 from id 1."""
+    now = now or datetime.now(timezone.utc)
+    created = now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Meta(FORMAT, str(uuid.uuid4()), created, "primary", ((1, 1),))
+
+
+def encode(meta: Meta) -> bytes:
+    """The file's bytes: one JSON object and a newline, keys in documented order."""
+    doc = {"format": meta.format, "history": meta.history, "created": meta.created,
+           "role": meta.role, "epochs": [list(e) for e in meta.epochs]}
+    return json.dumps(doc).encode() + b"\n"
+
+
+def decode(data: bytes, path: str = META_FILE) -> Meta:
+    """Parse and check a meta file's bytes.
+
+    Raises:
+        MetaError: not a whole format-1 meta file (the reason says what is wrong).
+    """
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise MetaError(path, "not JSON" if data.strip() else "empty") from None
+    if not isinstance(doc, dict):
+        raise MetaError(path, "not a JSON object")
+    fmt = doc.get("format")
+    if not _is_int(fmt):
+        raise MetaError(path, "no format number")
+    if fmt != FORMAT:
+        raise MetaError(path, f"format {fmt!r}, but this logd reads only format {FORMAT} "
+                              "(written by a newer logd?)")
+    missing = [k for k in _KEYS if k not in doc]
+    extra = sorted(k for k in doc if k not in _KEYS)
+    if missing or extra:
+        raise MetaError(path, ", ".join([*(f"no {k!r}" for k in missing),
+                                         *(f"unknown key {k!r}" for k in extra)]))
+    return Meta(FORMAT, _history(doc["history"], path), _created(doc["created"], path),
+                _role(doc["role"], path), _epochs(doc["epochs"], path))
+
+
+def load(directory: str) -> Meta | None:
+    """The directory's identity, or None if it has no meta file (an older logd's, or new).
+
+    Reads only: safe for a read-only open.
+
+    Raises:
+        MetaError: the file exists but cannot be read or used.
+    """
+    path = os.path.join(directory, META_FILE)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_SIZE + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise MetaError(path, exc.strerror or str(exc)) from exc
+    if len(data) > _MAX_SIZE:
+        raise MetaError(path, f"larger than {_MAX_SIZE} bytes")
+    return decode(data, path)
+
+
+def save(directory: str, meta: Meta) -> None:
+    """Replace the meta file atomically. Only the holder of the writer lock may call it.
+
+    Raises:
+        MetaError: ``meta`` would not load back (a bad role or epoch list).
+        OSError: writing failed; the old file is untouched.
+    """
+    data = encode(meta)
+    decode(data, os.path.join(directory, META_FILE))  # never write what we would refuse to read
+    atomic_write(os.path.join(directory, META_FILE), data)
+
+
+def adopt(directory: str) -> Meta:
+    """The directory's identity, created and saved first if it has none.
+
+    For the writer, under its lock: a directory from before issue 8 (or a new
+    one) gets a new history here, once.
+
+    Raises:
+        MetaError: an existing file cannot be used (it is left alone).
+        StorageError: a new file could not be written.
+    """
+    meta = load(directory)
+    if meta is not None:
+        return meta
+    meta = new()
+    path = os.path.join(directory, META_FILE)
+    try:
+        save(directory, meta)
+    except OSError as exc:
+        raise StorageError(f"cannot write metadata file {path}: {exc.strerror or exc}") from exc
+    log.info("meta_created", file=path, history=meta.history, format=meta.format)
+    return meta
+
+
+# -- field checks -------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _history(value: Any, path: str) -> str:
+    try:
+        if isinstance(value, str) and str(uuid.UUID(value)) == value:
+            return value
+    except ValueError:
+        pass
+    raise MetaError(path, f"history {value!r} is not a UUID")
+
+
+def _created(value: Any, path: str) -> str:
+    try:
+        if isinstance(value, str) and datetime.fromisoformat(value).tzinfo is not None:
+            return value
+    except ValueError:
+        pass
+    raise MetaError(path, f"created {value!r} is not an ISO 8601 UTC time")
+
+
+def _role(value: Any, path: str) -> str:
+    if value in ROLES:
+        assert isinstance(value, str)
+        return value
+    raise MetaError(path, f"role {value!r} is not one of {', '.join(ROLES)}")
+
+
+def _epochs(value: Any, path: str) -> tuple[tuple[int, int], ...]:
+    bad = MetaError(path, "epochs must be a non-empty list of [epoch, first id] pairs, "
+                          "both >= 1 and increasing")
+    if not isinstance(value, list) or not value:
+        raise bad
+    out: list[tuple[int, int]] = []
+    for pair in value:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_int(v) and v >= 1 for v in pair)):
+            raise bad
+        epoch, first = pair
+        if out and (epoch <= out[-1][0] or first < out[-1][1]):
+            raise bad
+        out.append((epoch, first))
+    return tuple(out)
