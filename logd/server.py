@@ -547,7 +547,8 @@ class _Connection:
         try:
             stream_records(
                 self.sock,
-                self.queue,
+                self.queue.log,
+                self.queue.commits,
                 stream.start,
                 stream.limit,
                 self.gone,

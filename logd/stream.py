@@ -16,7 +16,6 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-import gevent
 from gevent.event import Event
 from gevent.socket import wait_write
 
@@ -26,7 +25,8 @@ from .log.partition import parse_name
 from .record import MAX_HEADER
 
 if TYPE_CHECKING:
-    from .events import EventQueue
+    from .commit import Commits
+    from .log import Log
 
 __all__ = ["SendTimeout", "send_all", "send_file", "stream_records"]
 
@@ -68,7 +68,8 @@ def send_file(sock: socket.socket, fd: int, offset: int, count: int, timeout: fl
 
 def stream_records(
     sock: socket.socket,
-    queue: "EventQueue",
+    log_: "Log",
+    commits: "Commits",
     start: int,
     limit: int,
     gone: Event,
@@ -80,22 +81,21 @@ def stream_records(
     Ends early, with a line that says why, on shutdown (``ERR SHUTDOWN``) and
     on ``close_requested`` (``+EOF``); silently when the peer is ``gone``.
     """
-    log_ = queue.log
     send_all(sock, p.OK, timeout)
     next_id = start
     end_id = start + limit if limit else None
     files: dict[str, int] = {}
     where: list[tuple[str, int]] = []  # (path, offset) just past the last byte sent
-    stops = [gone, queue.stopped] + ([close_requested] if close_requested else [])
+    stops = [gone] + ([close_requested] if close_requested else [])
     try:
         while True:
-            event = queue.commit_event
-            if queue.stopped.is_set():
+            seen = commits.committed
+            if commits.stopped.is_set():
                 send_all(sock, p.encode_error(ShuttingDown("server is shutting down")), 1.0)
                 return
             if gone.is_set():
                 return
-            target = queue.committed + 1
+            target = seen + 1
             if end_id is not None and end_id < target:
                 target = end_id
             if target > next_id:
@@ -121,7 +121,7 @@ def stream_records(
             ):
                 send_all(sock, p.EOF, timeout)
                 return
-            gevent.wait([event, *stops], count=1)
+            commits.wait(seen, *stops)
     finally:
         for fd in files.values():
             os.close(fd)

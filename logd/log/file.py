@@ -514,6 +514,11 @@ class FileLog:
             off = base + nl + 2 + int(fields[1]) + 2
             cur += 1
 
+    def position(self, id: int) -> tuple[int, int]:
+        """``(partition number, offset)`` where record ``id`` starts; ``id`` may be head+1."""
+        p, offset = self.locate(id)
+        return p.number, offset
+
     def spans(self, start: int, end: int) -> Iterator[Span]:
         if start >= end:
             return

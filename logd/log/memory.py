@@ -47,6 +47,9 @@ class MemoryLog:
     def end_sync(self, point: _Point) -> None:
         self._synced = max(self._synced, point.head)
 
+    def position(self, id: int) -> tuple[int, int]:
+        return 1, sum(map(len, self._records[: id - self._first]))
+
     def spans(self, start: int, end: int) -> Iterator[Span]:
         data = b"".join(self._records[start - self._first : end - self._first])
         if data:
