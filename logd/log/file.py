@@ -1,4 +1,9 @@
-"""FileLog: the log as partition files on disk, with a sparse index each.
+"""FileLog: the one writer of a data directory, on top of its read side.
+
+Finding and reading records (``locate``, cursors, first id, head) is
+``LogReader``'s (``reader.py``), which can also open a directory read-only.
+This module adds what only the writer does: the lock, recovery at open,
+appends, fsync, rolling partitions, retention, and the clean stop.
 
 Layout of a data directory::
 

@@ -65,14 +65,19 @@ class LogReader:
             (parsed, name) for name in os.listdir(self.directory)
             if (parsed := parse_name(name)) is not None
         )
-        present = {number for (number, _), _ in found}
+        present = {name for _, name in found}
         parts = self._partitions
-        while parts and parts[0].number not in present:  # retention, from the front
-            fd = self._read_fds.pop(parts.pop(0).number, None)
-            if fd is not None:
-                os.close(fd)
+        # Retention deletes from the front; a writer's restart may remove an
+        # empty last partition (its next roll makes one anew).
+        while parts and os.path.basename(parts[0].path) not in present:
+            self._forget(parts.pop(0))
+        while parts and parts[-1].size == 0 and os.path.basename(parts[-1].path) not in present:
+            self._forget(parts.pop())
         if parts:
-            self._extend(parts[-1])
+            try:
+                self._extend(parts[-1])
+            except FileNotFoundError:  # removed since the listing: the next refresh knows
+                pass
         for (number, first_id), name in found:
             if parts and number <= parts[-1].number:
                 continue
@@ -95,13 +100,18 @@ class LogReader:
             self._synced_pos = (parts[-1].number, parts[-1].size)
         return self._head
 
+    def _forget(self, p: Partition) -> None:
+        fd = self._read_fds.pop(p.number, None)
+        if fd is not None:
+            os.close(fd)
+
     def _extend(self, p: Partition) -> None:
         """Move ``p``'s visible end to its last whole MSG; index what is new (in memory)."""
+        if p.size == 0:
+            # A writer's restart removes an empty last partition, and its next
+            # roll may make it anew: follow the name, not an fd of the old file.
+            self._forget(p)
         fd = self._read_fd(p)
-        if p.size == 0 and os.stat(p.path).st_ino != os.fstat(fd).st_ino:
-            # A writer's restart removed this empty partition and made it anew.
-            os.close(self._read_fds.pop(p.number))
-            fd = self._read_fd(p)
         size = os.fstat(fd).st_size
         if size <= p.size:
             return
@@ -263,7 +273,7 @@ class LogReader:
     # -- writes: refused here -------------------------------------------------------
 
     def _refuse(self) -> Refused:
-        return Refused(f"the log in {self.directory} is open read-only")
+        return Refused("this log is open read-only: it takes no writes")
 
     def append(self, bodies: Any) -> int:
         raise self._refuse()

@@ -7,9 +7,7 @@ between two ranges, as it can while a stream is blocked sending one.
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -18,32 +16,13 @@ from logd.log.cursor import Cursor
 from logd.log.file import FileLog
 from logd.record import iter_records
 
-SMALL = dict(partition_size=200, index_interval=64, fsync_func=lambda fd: None)
+from .test_file_log import fill, flog  # noqa: F401 - flog is a fixture
 
 
 @pytest.fixture(autouse=True)
 def no_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "fsync", lambda fd: None)
     monkeypatch.setattr(os, "fdatasync", lambda fd: None)
-
-
-def fill(flog: FileLog, batches: int = 40, seed: int = 0) -> list[bytes]:
-    rng = random.Random(seed)
-    bodies: list[bytes] = []
-    for _ in range(batches):
-        batch = [bytes(rng.randrange(256) for _ in range(rng.randint(1, 50))) for _ in range(rng.randint(1, 3))]
-        flog.append(batch)
-        bodies.extend(batch)
-    return bodies
-
-
-@pytest.fixture
-def flog(tmp_path: Path) -> Iterator[FileLog]:
-    log = FileLog(str(tmp_path / "data"), **SMALL)  # type: ignore[arg-type]
-    try:
-        yield log
-    finally:
-        log.close()
 
 
 def take(cursor: Cursor, end: int) -> list[tuple[int, bytes]]:

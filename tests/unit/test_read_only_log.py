@@ -19,6 +19,7 @@ import pytest
 from logd.errors import NotRetained, StorageError
 from logd.log.file import FileLog
 from logd.log.reader import LogReader
+from logd.log.partition import partition_name
 from logd.record import encode, iter_records
 
 SMALL = dict(partition_size=200, index_interval=64, fsync_func=lambda fd: None)
@@ -161,6 +162,35 @@ def test_a_writers_restart_after_a_crash_is_followed(writer: FileLog, tmp_path: 
         try:
             got += write(again, 3, b"n")
             assert reader.refresh() == 8
+            assert bodies_of(reader) == got
+        finally:
+            again.close()
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("refresh_between", [True, False])
+def test_an_empty_partition_removed_and_made_anew_by_the_writer(writer: FileLog, refresh_between: bool) -> None:
+    """A crash can leave an empty last partition; the writer's next open removes it
+    and its next roll creates the same name again: the reader follows the name."""
+    got = [b"x" * 70, b"y" * 70]  # 180 bytes: the next append rolls, at id 3
+    for body in got:
+        writer.append([body])
+    empty = Path(writer.directory) / partition_name(2, 3)
+    empty.touch()  # as a crash between creating a partition and writing it leaves it
+    reader = LogReader(writer.directory, index_interval=64)
+    try:
+        assert [(p.number, p.size) for p in reader.partitions()] == [(1, 180), (2, 0)]
+        writer.close()
+        again = FileLog(writer.directory, **SMALL)  # type: ignore[arg-type]
+        try:
+            assert not empty.exists()
+            if refresh_between:
+                assert reader.refresh() == 2
+                assert [p.number for p in reader.partitions()] == [1]
+            got += write(again, 30, b"n")  # rolls: the same name again, and more
+            assert empty.exists()
+            assert reader.refresh() == 32
             assert bodies_of(reader) == got
         finally:
             again.close()
