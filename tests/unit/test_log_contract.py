@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from logd.errors import Refused
+from logd.errors import InvalidArgument, Refused
 from logd.log import Log
 from logd.log.file import FileLog
 from logd.log.memory import MemoryLog
@@ -117,6 +117,29 @@ def test_cursor_ranges_are_exactly_the_records(log: Log) -> None:
             data = stored(log, start, end)
             got = [(r.id, r.body) for _, r in iter_records(data)]
             assert got == [(i, bodies[i - 1]) for i in range(start, end)]
+
+
+def test_a_cursor_seeks_by_id_and_by_position(log: Log) -> None:
+    bodies = fill(log, seed=6, batches=10)
+    n = len(bodies)
+    cursor = log.cursor(1)
+    try:
+        for id in range(1, n + 2):
+            cursor.seek(id)
+            assert cursor.position == log.position(id)
+            cursor.seek(1)
+            cursor.seek_position(*log.position(id))
+            assert cursor.next_id == id
+            data = b"".join(os.pread(fd, c, o) for fd, o, c in cursor.ranges(n + 1))
+            assert [r.body for _, r in iter_records(data)] == bodies[id - 1 :]
+            assert cursor.position == log.position(n + 1)
+        partition, offset = log.position(2)
+        with pytest.raises(InvalidArgument):
+            cursor.seek_position(partition, offset + 1)  # inside record 2
+        with pytest.raises(InvalidArgument):
+            cursor.seek_position(partition + 10**6, 0)
+    finally:
+        cursor.close()
 
 
 def test_a_body_larger_than_a_partition(log: Log) -> None:
