@@ -33,6 +33,8 @@ __all__ = ["Cursor"]
 
 
 class Cursor:
+    """A place in a ``LogReader``'s partitions; see the module docstring."""
+
     def __init__(self, reader: "LogReader", next_id: int) -> None:
         self._reader = reader
         self.next_id = next_id

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import CorruptLogError, NotRetained, Refused, StorageError
 from ..record import MAX_HEADER, Record, parse
@@ -275,7 +275,7 @@ class LogReader:
     def _refuse(self) -> Refused:
         return Refused("this log is open read-only: it takes no writes")
 
-    def append(self, bodies: Any) -> int:
+    def append(self, bodies: Sequence[bytes]) -> int:
         raise self._refuse()
 
     def begin_sync(self) -> Any:
