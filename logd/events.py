@@ -16,8 +16,9 @@ Commit. A MSG is appended at once, but its reply may wait: under
 and releases every reply waiting at or below the synced id, so one fsync
 covers every append that arrived while the previous one ran (group commit).
 Under ``interval`` and ``never`` a MSG is committed as soon as it is
-written. Readers see committed ids only (``queue.committed``); each commit
-sets ``queue.commit_event`` so tailing readers wake and send the new bytes.
+written. Readers see committed ids only: the queue publishes each commit to
+its commit source (``queue.commits``, ``logd/commit.py``), which wakes
+tailing readers; streams depend on that and on the log, not on the queue.
 
 ``Handlers`` is plain code callable without the queue or gevent, for tests.
 """
@@ -39,6 +40,7 @@ from gevent.queue import Queue
 from . import __version__
 from . import protocol as p
 from . import stats as st
+from .commit import Commits
 from .config import FsyncPolicy
 from .errors import (
     Forbidden,
@@ -214,9 +216,8 @@ class EventQueue:
         self.stats = stats
         self.handlers = Handlers(log_, fsync, stats, extra_stats=self._queue_stats)
         self.servers: list[Any] = []
-        self.committed = log_.head() if fsync.mode != "always" else log_.synced_head()
-        self.commit_event = Event()
-        self.stopped = Event()  # set when streams must end (shutdown)
+        committed = log_.head() if fsync.mode != "always" else log_.synced_head()
+        self.commits = Commits(committed, log_.position(committed + 1))
         self._queue: Queue = Queue()
         self._waiters: deque[tuple[int, AsyncResult, bytes]] = deque()
         self._dirty = Event()
@@ -290,7 +291,7 @@ class EventQueue:
             self._running = False
         self.stats.command(name)
         if type(reply) is WaitCommit:
-            if reply.id <= self.committed:
+            if reply.id <= self.commits.committed:
                 result.set(reply.reply)
             else:
                 self._waiters.append((reply.id, result, reply.reply))
@@ -299,16 +300,14 @@ class EventQueue:
             result.set(reply)
         # Commit written messages once the queue is drained: one wake-up of
         # the tail readers covers a whole burst of MSGs.
-        if self._immediate and self.committed < self.log.head() and self._queue.empty():
+        if self._immediate and self.commits.committed < self.log.head() and self._queue.empty():
             self._publish(self.log.head())
 
     def _publish(self, head: int) -> None:
         """Ids up to ``head`` are committed: release replies, wake readers."""
-        self.committed = head
         # Wake tail readers first: gevent runs wake-ups in order, so records
         # reach readers before the writers' acks go out (W5 latency).
-        event, self.commit_event = self.commit_event, Event()
-        event.set()
+        self.commits.publish(head, self.log.position(head + 1))
         waiters = self._waiters
         while waiters and waiters[0][0] <= head:
             _, result, reply = waiters.popleft()
@@ -367,8 +366,7 @@ class EventQueue:
         while (not self._queue.empty() or self._waiters) and time.monotonic() < deadline:
             self._dirty.set()
             gevent.sleep(0.005)
-        self.stopped.set()
-        self.commit_event.set()
+        self.commits.stop()
 
     def stop(self) -> None:
         self._closed = True

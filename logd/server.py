@@ -544,11 +544,12 @@ class _Connection:
             timeout = config.idle_timeout
         if follow:
             stats.tail_readers += 1
+        cursor = self.queue.log.cursor(stream.start)  # opens nothing until read
         try:
             stream_records(
                 self.sock,
-                self.queue,
-                stream.start,
+                cursor,
+                self.queue.commits,
                 stream.limit,
                 self.gone,
                 self.close_requested if follow else None,
@@ -565,5 +566,6 @@ class _Connection:
                 "cannot open a partition: server is out of file descriptors; retry later")),
                 config.send_timeout)
         finally:
+            cursor.close()
             if follow:
                 stats.tail_readers -= 1

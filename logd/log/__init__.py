@@ -1,7 +1,9 @@
 """Storage behind one interface: ``Log``.
 
 Two implementations share one contract (tests/unit/test_log_contract.py):
-``MemoryLog`` for unit tests and ``FileLog``, partitioned files on disk.
+``MemoryLog`` for unit tests and ``FileLog``, partitioned files on disk,
+the one writer on top of ``LogReader`` (``reader.py``), which alone opens a
+directory read-only: every write then raises ``Refused``.
 
 The contract, in short:
 
@@ -10,28 +12,41 @@ The contract, in short:
 - Durability is two steps so the caller can run the slow part in a thread:
   ``point = begin_sync()``; ``point.run()`` (blocking, fsync);
   ``end_sync(point)``. ``synced_head()`` is the last id known durable.
-- ``spans(start, end)`` gives the stored bytes of ids ``[start, end)`` as
-  ``(source, offset, length)``, where ``source`` is a file path (send it with
-  sendfile) or ``bytes``. Those bytes are the records exactly as READ sends
-  them.
+- ``cursor(start)`` gives a ``Cursor`` before record ``start``: its
+  ``ranges(end)`` yields the stored bytes of ids ``[next_id, end)`` as
+  ``(fd, offset, count)`` for ``sendfile``, the records exactly as READ sends
+  them (``cursor.py`` says how it follows retention and corruption).
+- ``position(id)`` is the ``(partition, offset)`` where record ``id``
+  starts (``id`` may be head+1), the coordinates a cursor can also seek to.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol, Sequence, Union
+from typing import Any, Iterator, Protocol, Sequence
 
 from ..errors import StorageError
 from ..record import Record
 
-__all__ = ["Log", "Span", "SyncPoint"]
+__all__ = ["Cursor", "Log", "Range", "SyncPoint"]
 
-Span = tuple[Union[str, bytes], int, int]
+Range = tuple[int, int, int]  # (fd, offset, count): send with os.sendfile
 
 
 class SyncPoint(Protocol):
     head: int
 
     def run(self) -> None: ...
+
+
+class Cursor(Protocol):
+    next_id: int
+
+    @property
+    def position(self) -> tuple[int, int]: ...
+    def seek(self, id: int) -> None: ...
+    def seek_position(self, partition: int, offset: int) -> None: ...
+    def ranges(self, end: int) -> Iterator[Range]: ...
+    def close(self) -> None: ...
 
 
 class Log(Protocol):
@@ -41,10 +56,9 @@ class Log(Protocol):
     def append(self, bodies: Sequence[bytes]) -> int: ...
     def begin_sync(self) -> SyncPoint: ...
     def end_sync(self, point: Any) -> None: ...  # takes what its begin_sync gave
-    def spans(self, start: int, end: int) -> Iterator[Span]: ...
+    def cursor(self, start: int) -> Cursor: ...
+    def position(self, id: int) -> tuple[int, int]: ...
     def read(self, start: int, end: int) -> list[Record]: ...
     def stats(self) -> dict[str, object]: ...
     def close(self) -> None: ...
     def fail_sync(self, exc: BaseException) -> StorageError: ...
-    def corrupt_between(self, start: int, end: int) -> Any: ...
-    def first_id_of(self, number: int) -> int | None: ...

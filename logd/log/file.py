@@ -1,4 +1,9 @@
-"""FileLog: the log as partition files on disk, with a sparse index each.
+"""FileLog: the one writer of a data directory, on top of its read side.
+
+Finding and reading records (``locate``, cursors, first id, head) is
+``LogReader``'s (``reader.py``), which can also open a directory read-only.
+This module adds what only the writer does: the lock, recovery at open,
+appends, fsync, rolling partitions, retention, and the clean stop.
 
 Layout of a data directory::
 
@@ -32,22 +37,21 @@ from __future__ import annotations
 import errno
 import os
 import time
-from bisect import bisect_right
 from itertools import accumulate
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import structlog
 
-from ..errors import CorruptLogError, DiskFull, FsyncFailed, NotRetained, StorageError
-from ..record import MAX_HEADER, Record, encode_batch, parse
+from ..errors import CorruptLogError, DiskFull, FsyncFailed, StorageError
 from ..fsutil import fsync_dir
-from . import Span
+from ..record import encode_batch
 from .index import SparseIndex
 from .lock import WriterLock
 from .meta import Meta, adopt
 from .partition import Partition, parse_name, partition_name
 from .marks import (CLEAN_MARKER, CleanEntry, RecoveryPoint, read_clean, read_recovery_point,
                     write_clean, write_recovery_point)
+from .reader import LogReader
 from .recovery import Corrupt, recover_partition, trust_clean
 
 __all__ = ["FileLog"]
@@ -93,7 +97,9 @@ class _SyncPoint:
                 self.recovery_point_error = exc.strerror or str(exc)
 
 
-class FileLog:
+class FileLog(LogReader):
+    """The one writer, on top of the read side (``reader.py``)."""
+
     def __init__(
         self,
         directory: str,
@@ -104,24 +110,14 @@ class FileLog:
         verify: str = "auto",
         allow_corrupt: bool = False,
     ) -> None:
-        self.directory = os.path.abspath(directory)
         self.partition_size = partition_size
-        self.index_interval = index_interval
         self.fsync_enabled = fsync
         self._fsync = fsync_func
         self.verify = verify  # "auto" | "full" | "tail": see _how_to_open
         self.allow_corrupt = allow_corrupt
-        self._corrupt: list[Corrupt] = []
-        self._partitions: list[Partition] = []
-        self._firsts: list[int] = []  # first ids, for bisect
         self._fd = -1  # write fd of the active partition
         self._unsynced_fds: list[int] = []  # sealed partitions awaiting fsync
         self._dir_dirty = False
-        self._read_fds: dict[int, int] = {}
-        self._recent: dict[int, tuple[Partition, int]] = {}  # id -> position, a few recent
-        self._head = 0
-        self._synced = 0
-        self._synced_pos: tuple[int, int] = (0, 0)
         self._failed: StorageError | None = None
         self.last_write_error: str | None = None
         self.recovered_clean = False
@@ -129,11 +125,12 @@ class FileLog:
         self._lock: WriterLock | None = None
         self._rp_due = 0.0  # monotonic time after which a sync may write the recovery point
         self.opened_how: dict[str, int] = {}  # partitions by how they were checked at open
-        self._open()
+        super().__init__(directory, index_interval)  # runs _open below: lock, then recovery
 
     # -- opening ------------------------------------------------------------------
 
     def _open(self) -> None:
+        """The writer's open: take the lock, then recover (verify and repair)."""
         os.makedirs(self.directory, exist_ok=True)
         lock = self._lock = WriterLock.acquire(self.directory)  # raises DirectoryLocked, naming the holder
         try:
@@ -295,33 +292,17 @@ class FileLog:
 
     # -- state ----------------------------------------------------------------------
 
-    def head(self) -> int:
-        return self._head
-
-    def first_id(self) -> int:
-        return self._partitions[0].first_id
-
-    def synced_head(self) -> int:
-        return self._synced
-
     @property
     def failed(self) -> StorageError | None:
         return self._failed
 
-    def partitions(self) -> list[Partition]:
-        return list(self._partitions)
-
     def stats(self) -> dict[str, object]:
-        return {
-            "partitions": len(self._partitions),
-            "active_partition": self._partitions[-1].number,
-            "bytes": sum(p.size for p in self._partitions),
-            "synced_partition": self._synced_pos[0],
-            "synced_offset": self._synced_pos[1],
-            "write_error": self.last_write_error or "",
-            "corrupt_records": sum(c.last - c.first + 1 for c in self._corrupt),
-            "failed": str(self._failed) if self._failed else "",
-        }
+        out = super().stats()
+        corrupt = out.pop("corrupt_records")  # the keys keep the order STATS has always had
+        out.update(synced_partition=self._synced_pos[0], synced_offset=self._synced_pos[1],
+                   write_error=self.last_write_error or "", corrupt_records=corrupt,
+                   failed=str(self._failed) if self._failed else "")
+        return out
 
     # -- writing ----------------------------------------------------------------------
 
@@ -385,7 +366,6 @@ class FileLog:
             os.close(self._fd)
         self._fd = fd
         old.index.save(old.idx_path)
-        self._recent.clear()
         self._partitions.append(new)
         self._firsts.append(first_id)
         log.info("partition_rolled", partition=new.number, first_id=first_id)
@@ -433,123 +413,6 @@ class FileLog:
         self.last_write_error = str(self._failed)
         return self._failed
 
-    # -- reading ----------------------------------------------------------------------
-
-    def _partition_of(self, id: int) -> Partition:
-        i = bisect_right(self._firsts, id) - 1
-        if i < 0:
-            raise KeyError(id)
-        return self._partitions[i]
-
-    def _read_fd(self, p: Partition) -> int:
-        fd = self._read_fds.get(p.number)
-        if fd is None:
-            fd = self._read_fds[p.number] = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC)
-        return fd
-
-    def locate(self, id: int) -> tuple[Partition, int]:
-        """The partition holding ``id`` and the offset of its record.
-
-        ``id`` may be head+1: the end of the active partition.
-        """
-        active = self._partitions[-1]
-        if id == self._head + 1:
-            return active, active.size
-        if id == self._synced + 1 and self._synced_pos[0] == active.number:
-            return active, self._synced_pos[1]
-        cached = self._recent.get(id)
-        if cached is not None:
-            return cached
-        p = self._partition_of(id)
-        if id == p.last_id + 1:
-            return p, p.size
-        for bad in self._corrupt:
-            if bad.first == id:
-                return p, bad.start
-        # Even an exact index hit is checked against the record header below:
-        # the index is a cache, and a wrong entry must not serve a wrong record.
-        entry_id, off = p.index.floor(id)
-        fd = self._read_fd(p)
-        block = b""
-        base = off
-        cur = entry_id
-        while True:
-            rel = off - base
-            nl = block.find(b"\r\n", rel, rel + MAX_HEADER)
-            if nl < 0:
-                base = off
-                block = os.pread(fd, 65536, off)
-                rel = 0
-                nl = block.find(b"\r\n", 0, MAX_HEADER)
-                if nl < 0:
-                    raise CorruptLogError(
-                        f"no record header at offset {off}", partition=p.number, offset=off, id=cur
-                    )
-            fields = block[rel + 1 : nl].split(b" ")
-            if int(fields[0]) != cur:
-                raise CorruptLogError(
-                    f"expected id {cur} at offset {off}", partition=p.number, offset=off, id=cur
-                )
-            if cur == id:
-                return p, off
-            off = base + nl + 2 + int(fields[1]) + 2
-            cur += 1
-
-    def spans(self, start: int, end: int) -> Iterator[Span]:
-        if start >= end:
-            return
-        if start < self._firsts[0]:
-            raise NotRetained(f"id {start} is no longer retained", first=self._firsts[0], head=self._head)
-        p, off = self.locate(start)
-        while True:
-            if end <= p.last_id + 1:
-                _, stop = self.locate(end) if end <= p.last_id else (p, p.size)
-                # A stream's next call starts where this one ends: remember it,
-                # so a tail reader never rescans for its position.
-                # The end of a sealed partition is also the start of the next:
-                # cache only canonical names (the cache is cleared at each roll).
-                if stop < p.size or p is self._partitions[-1]:
-                    if len(self._recent) > 256:
-                        self._recent.clear()
-                    self._recent[end] = (p, stop)
-                if stop > off:
-                    yield p.path, off, stop - off
-                return
-            if p.size > off:
-                yield p.path, off, p.size - off
-            # Retention may have deleted partitions while the caller sent that
-            # span (issue 7 item 3): find the next one by id, never by a list
-            # position held across the yield.
-            p = self._following(p)
-            off = 0
-
-    def _following(self, p: Partition) -> Partition:
-        """The partition after ``p``, found by id.
-
-        Raises:
-            NotRetained: retention deleted it.
-        """
-        next_id = p.last_id + 1
-        i = bisect_right(self._firsts, next_id) - 1
-        if i < 0 or self._partitions[i].first_id != next_id:
-            raise NotRetained(f"records from {next_id} were deleted by retention",
-                              first=self._firsts[0], head=self._head)
-        return self._partitions[i]
-
-    def corrupt_between(self, start: int, end: int) -> Corrupt | None:
-        """The first known-bad range overlapping ids ``[start, end)``."""
-        for bad in self._corrupt:
-            if bad.first < end and bad.last >= start:
-                return bad
-        return None
-
-    def first_id_of(self, number: int) -> int | None:
-        """First id of partition ``number``, if it is still retained."""
-        for p in self._partitions:
-            if p.number == number:
-                return p.first_id
-        return None
-
     # -- retention --------------------------------------------------------------------
 
     def retain(self, max_bytes: int = 0, max_age: float = 0.0, now: float | None = None) -> list[int]:
@@ -573,7 +436,6 @@ class FileLog:
                 break
             self._partitions.pop(0)
             self._firsts.pop(0)
-            self._recent.clear()
             total -= oldest.size
             fd = self._read_fds.pop(oldest.number, None)
             if fd is not None:
@@ -592,22 +454,6 @@ class FileLog:
             self._fsync_dir()
         return deleted
 
-    def read(self, start: int, end: int) -> list[Record]:
-        end = min(end, self._head + 1)
-        out: list[Record] = []
-        for path, off, length in self.spans(start, end):
-            assert isinstance(path, str)  # FileLog spans are always files
-            with open(path, "rb") as f:
-                data = os.pread(f.fileno(), length, off)
-            pos = 0
-            while pos < len(data):
-                got = parse(data, pos)
-                if got is None:
-                    raise CorruptLogError(f"incomplete record in {path} at {off + pos}")
-                out.append(got[0])
-                pos = got[1]
-        return out
-
     # -- closing ----------------------------------------------------------------------
 
     def close(self) -> None:
@@ -619,10 +465,10 @@ class FileLog:
             point = self.begin_sync()
             point.run()
             self.end_sync(point)
-        for fd in [*self._unsynced_fds, self._fd, *self._read_fds.values()]:
+        for fd in [*self._unsynced_fds, self._fd]:
             os.close(fd)
         self._unsynced_fds.clear()
-        self._read_fds.clear()
+        super().close()
         self._fd = -1
         self._partitions[-1].index.save(self._partitions[-1].idx_path)
         if clean:

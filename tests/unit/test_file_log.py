@@ -344,46 +344,55 @@ def test_disk_full_writes_nothing(flog: FileLog, monkeypatch: pytest.MonkeyPatch
     check_all(flog, [b"before", b"after"])
 
 
-def _spans_with_retention(flog: FileLog, start: int, end: int, keep_bytes: int) -> list[object]:
-    """Walk ``spans(start, end)``, letting retention run after the first span (as it
-    can while a stream is blocked sending it); the spans got, or the exception."""
+def _ranges_with_retention(flog: FileLog, start: int, end: int, keep_bytes: int) -> list[object]:
+    """Walk a cursor's ``ranges(end)`` from ``start``, letting retention run after the
+    first range (as it can while a stream is blocked sending it); the ranges got, as
+    (inode, offset, count), or the exception."""
     got: list[object] = []
-    it = flog.spans(start, end)
-    try:
-        got.append(next(it))
-        flog.retain(max_bytes=keep_bytes)
-        got.extend(it)
-    except Exception as exc:  # noqa: BLE001 - the test looks at which
-        got.append(exc)
+    with flog.cursor(start) as cursor:
+        it = cursor.ranges(end)
+        try:
+            fd, off, count = next(it)
+            got.append((os.fstat(fd).st_ino, off, count))
+            flog.retain(max_bytes=keep_bytes)
+            got.extend((os.fstat(fd).st_ino, off, count) for fd, off, count in it)
+        except Exception as exc:  # noqa: BLE001 - the test looks at which
+            got.append(exc)
     return got
 
 
+def _whole(p: object) -> tuple[int, int, int]:
+    return os.stat(p.path).st_ino, 0, p.size  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("keep", ["all_but_two", "only_active"])
-def test_spans_survive_retention_between_spans(flog: FileLog, keep: str) -> None:
+def test_cursor_survives_retention_between_ranges(flog: FileLog, keep: str) -> None:
     """Issue 7 item 3: spans() held a list index across its yields; retention popping
     partitions from the front made it skip partitions (a gap) or raise IndexError.
-    It must go on with the partition that follows the one it sent, or raise NotRetained
-    when that one is gone too."""
+    The cursor must go on with the partition that follows the one it sent, or raise
+    NotRetained when that one is gone too."""
     fill(flog, batches=40)
     parts = flog.partitions()
     assert len(parts) > 5
     first, second = parts[0], parts[1]
     if keep == "all_but_two":
-        # Deletes partitions 1 and 2: the span of 1 is sent (a reader holds its fd),
+        # Deletes partitions 1 and 2: the range of 1 is sent (the cursor holds its fd),
         # the records of 2 are gone.
         budget = sum(p.size for p in parts[2:])
     else:
         budget = 1
-    got = _spans_with_retention(flog, 1, flog.head() + 1, budget)
-    assert got[0] == (first.path, 0, first.size)
+    whole_first = _whole(first)
+    got = _ranges_with_retention(flog, 1, flog.head() + 1, budget)
+    assert got[0] == whole_first
     assert len(got) == 2 and isinstance(got[1], NotRetained), got
     assert f"from {second.first_id}" in str(got[1])
     assert got[1].first == flog.first_id()
 
 
-def test_spans_go_on_with_the_next_partition_when_only_the_sent_one_is_deleted(flog: FileLog) -> None:
+def test_cursor_goes_on_with_the_next_partition_when_only_the_sent_one_is_deleted(flog: FileLog) -> None:
     fill(flog, batches=40)
     parts = flog.partitions()
     budget = sum(p.size for p in parts[1:])  # deletes partition 1 only
-    got = _spans_with_retention(flog, 1, flog.head() + 1, budget)
-    assert got == [(p.path, 0, p.size) for p in parts]
+    expected = [_whole(p) for p in parts]
+    got = _ranges_with_retention(flog, 1, flog.head() + 1, budget)
+    assert got == expected

@@ -1,0 +1,293 @@
+"""The read side of a data directory: partitions, positions, cursors.
+
+``LogReader`` knows the partitions (``partition.py``) and their sparse
+indexes, finds any id (``locate``: an index bisect, then a short walk of
+record headers), and hands out ``Cursor`` objects (``cursor.py``) that yield
+sendable ranges. ``FileLog`` (``file.py``), the one writer, is built on it.
+
+Opened by itself, ``LogReader(directory)`` is the log **read-only**, after
+ZODB's ``read_only=True``: no lock, no repair, no deletes, nothing written.
+A missing or stale ``.idx`` is rebuilt in memory only; a torn or
+half-written tail is simply not visible yet. ``refresh()`` picks up what
+another process appended since: whole MSGs only (the ``more`` field of the
+record header says where a MSG ends), new partitions once they follow the
+last one, and the loss of partitions its retention deleted. Every write
+raises ``Refused``. Limits, for now: the read-only open trusts sane indexes
+(the writer's ``--verify-on-start tail``) and does not serve around
+corruption; a bad record it meets is a ``CorruptLogError``.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from typing import Any, Sequence
+
+from ..errors import CorruptLogError, NotRetained, Refused, StorageError
+from ..record import MAX_HEADER, Record, parse
+from .cursor import Cursor
+from .index import SparseIndex
+from .partition import Partition, id_at, parse_name, scan
+from .recovery import Corrupt
+
+__all__ = ["LogReader"]
+
+
+class LogReader:
+    def __init__(self, directory: str, index_interval: int = 4096) -> None:
+        self.directory = os.path.abspath(directory)
+        self.index_interval = index_interval
+        self._corrupt: list[Corrupt] = []
+        self._partitions: list[Partition] = []
+        self._firsts: list[int] = []  # first ids, for bisect
+        self._read_fds: dict[int, int] = {}
+        self._head = 0
+        self._synced = 0
+        self._synced_pos: tuple[int, int] = (0, 0)
+        self._open()
+
+    # -- opening: read-only (FileLog overrides this with its lock and recovery) -----
+
+    def _open(self) -> None:
+        if not os.path.isdir(self.directory):
+            raise StorageError(f"data dir {self.directory} does not exist")
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Take in what the writer appended since: whole MSGs and the partitions
+        that follow; forget partitions its retention deleted. Returns the head.
+
+        Raises:
+            CorruptLogError: bad bytes that are not a tail still being written,
+                or a partition that does not follow the one before it.
+        """
+        found = sorted(
+            (parsed, name) for name in os.listdir(self.directory)
+            if (parsed := parse_name(name)) is not None
+        )
+        present = {name for _, name in found}
+        parts = self._partitions
+        # Retention deletes from the front; a writer's restart may remove an
+        # empty last partition (its next roll makes one anew).
+        while parts and os.path.basename(parts[0].path) not in present:
+            self._forget(parts.pop(0))
+        while parts and parts[-1].size == 0 and os.path.basename(parts[-1].path) not in present:
+            self._forget(parts.pop())
+        if parts:
+            try:
+                self._extend(parts[-1])
+            except FileNotFoundError:  # removed since the listing: the next refresh knows
+                pass
+        for (number, first_id), name in found:
+            if parts and number <= parts[-1].number:
+                continue
+            if parts:
+                prev = parts[-1]
+                if number != prev.number + 1 or first_id != prev.last_id + 1:
+                    raise CorruptLogError(
+                        f"partition {name} does not follow partition {prev.number} "
+                        f"(which ends at id {prev.last_id})", partition=number)
+            p = Partition(number, first_id, os.path.join(self.directory, name), 0, first_id - 1,
+                          SparseIndex(self.index_interval))
+            try:
+                self._extend(p)
+            except FileNotFoundError:  # deleted since the listing
+                continue
+            parts.append(p)
+        self._firsts = [p.first_id for p in parts]
+        if parts:
+            self._head = self._synced = parts[-1].last_id
+            self._synced_pos = (parts[-1].number, parts[-1].size)
+        return self._head
+
+    def _forget(self, p: Partition) -> None:
+        fd = self._read_fds.pop(p.number, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _extend(self, p: Partition) -> None:
+        """Move ``p``'s visible end to its last whole MSG; index what is new (in memory)."""
+        if p.size == 0:
+            # A writer's restart removes an empty last partition, and its next
+            # roll may make it anew: follow the name, not an fd of the old file.
+            self._forget(p)
+        fd = self._read_fd(p)
+        size = os.fstat(fd).st_size
+        if size <= p.size:
+            return
+        start, next_id = p.size, p.last_id + 1  # a MSG boundary
+        if start == 0:
+            loaded = SparseIndex.load(p.idx_path, self.index_interval)
+            if loaded is not None and len(loaded) and loaded.sane(
+                    p.first_id, size, lambda o: id_at(fd, o)) is None:
+                p.index = loaded
+                start, next_id = loaded.offsets[-1], loaded.ids[-1]
+        result = scan(fd, start, size, next_id, p.index.add)
+        if start and result.batch_end == start and start != p.size:
+            # No MSG ends after the index's last entry: it may sit inside one. Scan it whole.
+            p.index = SparseIndex(self.index_interval)
+            result = scan(fd, 0, size, p.first_id, p.index.add)
+        if result.error is not None and not result.error.torn:
+            raise CorruptLogError(
+                f"partition {os.path.basename(p.path)} has a bad record at offset "
+                f"{result.error.offset} (id {result.last_id + 1}): {result.error.reason}",
+                partition=p.number, offset=result.error.offset, id=result.last_id + 1)
+        # Entries past the visible end may name records a writer's recovery cuts.
+        p.index.truncate(result.batch_end)
+        p.size, p.last_id = result.batch_end, result.batch_last_id
+
+    # -- state ----------------------------------------------------------------------
+
+    def head(self) -> int:
+        return self._head
+
+    def first_id(self) -> int:
+        return self._partitions[0].first_id if self._partitions else 1
+
+    def synced_head(self) -> int:
+        return self._synced
+
+    def partitions(self) -> list[Partition]:
+        return list(self._partitions)
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "partitions": len(self._partitions),
+            "active_partition": self._partitions[-1].number if self._partitions else 0,
+            "bytes": sum(p.size for p in self._partitions),
+            "corrupt_records": sum(c.last - c.first + 1 for c in self._corrupt),
+        }
+
+    # -- finding records ----------------------------------------------------------------
+
+    def _partition_of(self, id: int) -> Partition:
+        i = bisect_right(self._firsts, id) - 1
+        if i < 0:
+            raise KeyError(id)
+        return self._partitions[i]
+
+    def _read_fd(self, p: Partition) -> int:
+        fd = self._read_fds.get(p.number)
+        if fd is None:
+            fd = self._read_fds[p.number] = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC)
+        return fd
+
+    def locate(self, id: int) -> tuple[Partition, int]:
+        """The partition holding ``id`` and the offset of its record.
+
+        ``id`` may be head+1: the end of the active partition.
+        """
+        active = self._partitions[-1]
+        if id == self._head + 1:
+            return active, active.size
+        if id == self._synced + 1 and self._synced_pos[0] == active.number:
+            return active, self._synced_pos[1]
+        p = self._partition_of(id)
+        if id == p.last_id + 1:
+            return p, p.size
+        for bad in self._corrupt:
+            if bad.first == id:
+                return p, bad.start
+        return p, self.offset_in(p, self._read_fd(p), id)
+
+    def offset_in(self, p: Partition, fd: int, id: int) -> int:
+        """Offset of record ``id`` of ``p``, read through ``fd`` (which may be
+        a cursor's, of a partition retention deleted)."""
+        # Even an exact index hit is checked against the record header below:
+        # the index is a cache, and a wrong entry must not serve a wrong record.
+        entry_id, off = p.index.floor(id)
+        block = b""
+        base = off
+        cur = entry_id
+        while True:
+            rel = off - base
+            nl = block.find(b"\r\n", rel, rel + MAX_HEADER)
+            if nl < 0:
+                base = off
+                block = os.pread(fd, 65536, off)
+                rel = 0
+                nl = block.find(b"\r\n", 0, MAX_HEADER)
+                if nl < 0:
+                    raise CorruptLogError(
+                        f"no record header at offset {off}", partition=p.number, offset=off, id=cur
+                    )
+            fields = block[rel + 1 : nl].split(b" ")
+            if int(fields[0]) != cur:
+                raise CorruptLogError(
+                    f"expected id {cur} at offset {off}", partition=p.number, offset=off, id=cur
+                )
+            if cur == id:
+                return off
+            off = base + nl + 2 + int(fields[1]) + 2
+            cur += 1
+
+    def position(self, id: int) -> tuple[int, int]:
+        """``(partition number, offset)`` where record ``id`` starts; ``id`` may be head+1."""
+        p, offset = self.locate(id)
+        return p.number, offset
+
+    def following(self, p: Partition) -> Partition:
+        """The partition after ``p``, found by id (never by a list position held
+        across a yield: retention pops partitions from the front, issue 7 item 3).
+
+        Raises:
+            NotRetained: retention deleted it.
+        """
+        next_id = p.last_id + 1
+        i = bisect_right(self._firsts, next_id) - 1
+        if i < 0 or self._partitions[i].first_id != next_id:
+            raise NotRetained(f"records from {next_id} were deleted by retention",
+                              first=self.first_id(), head=self._head)
+        return self._partitions[i]
+
+    def corrupt_between(self, start: int, end: int) -> Corrupt | None:
+        """The first known-bad range overlapping ids ``[start, end)``."""
+        for bad in self._corrupt:
+            if bad.first < end and bad.last >= start:
+                return bad
+        return None
+
+    # -- reading ----------------------------------------------------------------------
+
+    def cursor(self, start: int) -> Cursor:
+        """A cursor before record ``start``; it opens nothing until read."""
+        return Cursor(self, start)
+
+    def read(self, start: int, end: int) -> list[Record]:
+        end = min(end, self._head + 1)
+        out: list[Record] = []
+        if start >= end:
+            return out
+        with self.cursor(start) as cursor:
+            for fd, off, length in cursor.ranges(end):
+                data = os.pread(fd, length, off)
+                pos = 0
+                while pos < len(data):
+                    got = parse(data, pos)
+                    if got is None:
+                        raise CorruptLogError(f"incomplete record in {self.directory} at {off + pos}")
+                    out.append(got[0])
+                    pos = got[1]
+        return out
+
+    # -- writes: refused here -------------------------------------------------------
+
+    def _refuse(self) -> Refused:
+        return Refused("this log is open read-only: it takes no writes")
+
+    def append(self, bodies: Sequence[bytes]) -> int:
+        raise self._refuse()
+
+    def begin_sync(self) -> Any:
+        raise self._refuse()
+
+    def end_sync(self, point: Any) -> None:
+        raise self._refuse()
+
+    def fail_sync(self, exc: BaseException) -> StorageError:
+        raise self._refuse()
+
+    def close(self) -> None:
+        for fd in self._read_fds.values():
+            os.close(fd)
+        self._read_fds.clear()
