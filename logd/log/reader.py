@@ -24,10 +24,10 @@ from bisect import bisect_right
 from typing import Any, Sequence
 
 from ..errors import CorruptLogError, NotRetained, Refused, StorageError
-from ..record import MAX_HEADER, Record, parse
+from ..record import Record, RecordError, parse, pread_header
 from .cursor import Cursor
 from .index import SparseIndex
-from .partition import Partition, id_at, parse_name, scan
+from .partition import Partition, id_at, parse_name, scan, walk
 from .recovery import Corrupt
 
 __all__ = ["LogReader"]
@@ -193,33 +193,19 @@ class LogReader:
     def offset_in(self, p: Partition, fd: int, id: int) -> int:
         """Offset of record ``id`` of ``p``, read through ``fd`` (which may be
         a cursor's, of a partition retention deleted)."""
-        # Even an exact index hit is checked against the record header below:
-        # the index is a cache, and a wrong entry must not serve a wrong record.
+        # Even an exact index hit is checked against the record header: the
+        # index is a cache, and a wrong entry must not serve a wrong record.
         entry_id, off = p.index.floor(id)
-        block = b""
-        base = off
-        cur = entry_id
-        while True:
-            rel = off - base
-            nl = block.find(b"\r\n", rel, rel + MAX_HEADER)
-            if nl < 0:
-                base = off
-                block = os.pread(fd, 65536, off)
-                rel = 0
-                nl = block.find(b"\r\n", 0, MAX_HEADER)
-                if nl < 0:
-                    raise CorruptLogError(
-                        f"no record header at offset {off}", partition=p.number, offset=off, id=cur
-                    )
-            fields = block[rel + 1 : nl].split(b" ")
-            if int(fields[0]) != cur:
-                raise CorruptLogError(
-                    f"expected id {cur} at offset {off}", partition=p.number, offset=off, id=cur
-                )
-            if cur == id:
-                return off
-            off = base + nl + 2 + int(fields[1]) + 2
-            cur += 1
+        try:
+            off, _ = walk(fd, off, entry_id, id, p.size)
+            h = pread_header(fd, off)
+            if h is None or h.id != id:
+                raise RecordError(f"expected id {id}", off)
+        except RecordError as exc:
+            raise CorruptLogError(
+                f"{exc.reason} at offset {exc.offset}", partition=p.number, offset=exc.offset, id=id
+            ) from None
+        return off
 
     def position(self, id: int) -> tuple[int, int]:
         """``(partition number, offset)`` where record ``id`` starts; ``id`` may be head+1."""
