@@ -27,8 +27,8 @@ from ..errors import CorruptLogError, NotRetained, Refused, StorageError
 from ..record import Record, RecordError, parse, pread_header
 from .cursor import Cursor
 from .index import SparseIndex
-from .partition import Partition, id_at, parse_name, scan, walk
-from .recovery import Corrupt
+from .partition import Partition, id_at, parse_name, walk
+from .recovery import Corrupt, verify_partition
 
 __all__ = ["LogReader"]
 
@@ -122,19 +122,20 @@ class LogReader:
                     p.first_id, size, lambda o: id_at(fd, o)) is None:
                 p.index = loaded
                 start, next_id = loaded.offsets[-1], loaded.ids[-1]
-        result = scan(fd, start, size, next_id, p.index.add)
-        if start and result.batch_end == start and start != p.size:
-            # No MSG ends after the index's last entry: it may sit inside one. Scan it whole.
-            p.index = SparseIndex(self.index_interval)
-            result = scan(fd, 0, size, p.first_id, p.index.add)
-        if result.error is not None and not result.error.torn:
+        name = os.path.basename(p.path)
+
+        def refuse(bad: Corrupt, reason: str) -> None:
             raise CorruptLogError(
-                f"partition {os.path.basename(p.path)} has a bad record at offset "
-                f"{result.error.offset} (id {result.last_id + 1}): {result.error.reason}",
-                partition=p.number, offset=result.error.offset, id=result.last_id + 1)
+                f"partition {name} has a bad record at offset {bad.start} (id {bad.first}): {reason}",
+                partition=p.number, offset=bad.start, id=bad.first)
+
+        # A tail that ends inside a MSG is a writer mid-write: not visible yet.
+        v = verify_partition(fd, p.path, p.number, size, p.index, start, next_id, repair=False,
+                             first_id=p.first_id, mid_msg=start != p.size, on_corrupt=refuse)
+        end = v.damage_at[0] if v.damage else v.end
         # Entries past the visible end may name records a writer's recovery cuts.
-        p.index.truncate(result.batch_end)
-        p.size, p.last_id = result.batch_end, result.batch_last_id
+        p.index.truncate(end)
+        p.size, p.last_id = end, v.last_id
 
     # -- state ----------------------------------------------------------------------
 
