@@ -21,7 +21,8 @@ import structlog
 from gevent.event import Event
 
 from . import faults, systemd
-from .config import ServerConfig
+from .admin import AdminPolicy
+from .config import FsyncMode, ServerConfig
 from .events import EventQueue
 from .log.file import FileLog
 from .server import Listener, tcp_listener, unix_listener
@@ -72,7 +73,7 @@ class Daemon:
                 config.data_dir,
                 partition_size=config.partition_size,
                 index_interval=config.index_interval,
-                fsync=config.fsync.mode != "never",
+                fsync=config.fsync.mode is not FsyncMode.NEVER,
                 fsync_func=faults.fsync_func(),
                 verify=config.verify_on_start,
                 allow_corrupt=config.allow_corrupt,
@@ -84,6 +85,7 @@ class Daemon:
             raise
         self.queue = EventQueue(self.log, config.fsync, self.stats)
         self.queue.handlers.on_shutdown = self.request_stop
+        self.queue.handlers.admin = AdminPolicy(config.admin_from)
         self._stop = Event()
         self.listeners = [Listener(self.queue, config, s) for s in socks]
 
