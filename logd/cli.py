@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     log = structlog.get_logger("logd")
     try:
-        daemon = Daemon(config)
+        daemon = Daemon(config)  # binds; the log is opened in run()
     except (LogdError, OSError) as exc:
         log.error("startup_failed", error=str(exc))
         return 1

@@ -1,7 +1,8 @@
 """Real ``logd serve`` processes on 127.0.0.1, port 0, a temporary data dir.
 
-``logd_server(*flags, data_dir=None, nofile=None)`` starts one (``nofile``:
-a (soft, hard) RLIMIT_NOFILE to start it with) and waits for its
+``logd_server(*flags, data_dir=None, nofile=None, env=None)`` starts one
+(``nofile``: a (soft, hard) RLIMIT_NOFILE to start it with; ``env``:
+variables to add to its environment) and waits for its
 ``listening`` log line (which carries the bound port); everything it logs is
 kept in ``server.logs`` as dicts.
 
@@ -32,8 +33,10 @@ STARTUP_TIMEOUT = 15.0
 
 
 class LogdServer:
-    def __init__(self, data_dir: Path, flags: tuple[str, ...], nofile: tuple[int, int] | None = None) -> None:
+    def __init__(self, data_dir: Path, flags: tuple[str, ...], nofile: tuple[int, int] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = env
         self.flags = flags
         self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE for the process
         self.proc: subprocess.Popen[bytes] | None = None
@@ -57,7 +60,8 @@ class LogdServer:
         nofile = self.nofile
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=limit)
+                                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=limit,
+                                     env={**os.environ, **self.env} if self.env else None)
         self.procs.append(self.proc)
         threading.Thread(target=self._pump, args=(self.proc, listening), daemon=True).start()
         if not listening.wait(STARTUP_TIMEOUT) or self.proc.poll() is not None:
@@ -154,9 +158,9 @@ def logd_server(tmp_path: Path) -> Iterator[Callable[..., LogdServer]]:
     servers: list[LogdServer] = []
 
     def start(*flags: str, data_dir: Path | str | None = None,
-              nofile: tuple[int, int] | None = None) -> LogdServer:
+              nofile: tuple[int, int] | None = None, env: dict[str, str] | None = None) -> LogdServer:
         directory = Path(data_dir) if data_dir else tmp_path / f"data{len(servers)}"
-        server = LogdServer(directory, flags, nofile)
+        server = LogdServer(directory, flags, nofile, env)
         servers.append(server)
         return server.start()
 
