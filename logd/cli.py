@@ -24,7 +24,6 @@ def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from . import config as config_mod
     from . import logconfig
-    from .errors import LogdError
 
     flags = {s.name: getattr(args, s.name) for s in config_mod.SETTINGS}
     try:
@@ -34,17 +33,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     logconfig.configure(config.log_level, config.log_format)
 
-    import structlog
-
     from .daemon import Daemon
 
-    log = structlog.get_logger("logd")
-    try:
-        daemon = Daemon(config)  # binds; the log is opened in run()
-    except (LogdError, OSError) as exc:
-        log.error("startup_failed", error=str(exc))
-        return 1
-    return daemon.run()
+    return Daemon(config).run()  # 0, or 1 after logging startup_failed
 
 
 def build_parser() -> argparse.ArgumentParser:

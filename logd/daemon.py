@@ -73,28 +73,32 @@ def raise_fd_limit(max_clients: int) -> None:
 
 class Daemon(Process):
     def __init__(self, config: ServerConfig) -> None:
-        """Bind the addresses (only that: the log is opened by ``run``).
-
-        Raises:
-            OSError: an address cannot be bound, naming it.
-        """
+        """Nothing happens until ``run()``: its startup binds, recovers, serves."""
         super().__init__()
         self.config = config
-        raise_fd_limit(config.max_clients)
         self.stats = Stats()
-        # Addresses first (issue 7 item 10): a taken port fails at once, naming
-        # it, not after minutes of verification. Connections made while the
-        # log opens wait in the listen backlog and are served once it is open.
-        self._socks = self._bind()
+        self._socks: list[socket.socket] = []
+        self._unix_id: tuple[int, int] | None = None
         self.log: FileLog | None = None
         self.queue: EventQueue | None = None
         self.listeners: list[Listener] = []
         self._stopping = Event()
 
     def startup(self) -> None:
+        """Bind, recover the log, start serving.
+
+        Raises:
+            Halt: EXIT_FAILURE, after logging ``startup_failed``, when an
+                address cannot be bound or the log cannot be opened.
+        """
         config = self.config
-        self.notify.status(f"opening the log in {os.path.abspath(config.data_dir)}")
+        raise_fd_limit(config.max_clients)
         try:
+            # Addresses first (issue 7 item 10): a taken port fails at once,
+            # naming it, not after minutes of verification. Connections made
+            # while the log opens wait in the listen backlog.
+            self._socks = self._bind()
+            self.notify.status(f"opening the log in {os.path.abspath(config.data_dir)}")
             self.log = FileLog(
                 config.data_dir,
                 partition_size=config.partition_size,
@@ -137,7 +141,6 @@ class Daemon(Process):
     def _bind(self) -> list[socket.socket]:
         """The listening sockets, or OSError naming the address that failed."""
         config = self.config
-        self._unix_id: tuple[int, int] | None = None
         try:
             socks = [tcp_listener(config.host, config.port)]
         except OSError as exc:
