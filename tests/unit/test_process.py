@@ -236,3 +236,37 @@ def test_notify_without_a_usable_socket(monkeypatch: pytest.MonkeyPatch) -> None
     assert not systemd.notify("READY=1")
     monkeypatch.setenv("NOTIFY_SOCKET", f"@logd-nobody-{uuid.uuid4().hex}")  # nobody bound it
     assert not systemd.notify("READY=1")
+
+
+# -- the daemon's recovery step ----------------------------------------------------------
+
+
+def test_sigterm_during_recovery_stops_the_start(tmp_path, notify_socket: socket.socket) -> None:
+    """The open's progress points dispatch signals: SIGTERM leaves the open, exit 0, no READY."""
+    from structlog.testing import capture_logs
+
+    from logd.config import ServerConfig
+    from logd.daemon import Daemon
+    from logd.log.file import FileLog
+
+    data = tmp_path / "d"
+    flog = FileLog(str(data), fsync=False)
+    flog.append([b"x" * 100] * 50)
+    flog.close()
+
+    class Stopped(Daemon):
+        def _recovery_progress(self, fields: dict[str, object]) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the open verifies
+            super()._recovery_progress(fields)
+
+    config = ServerConfig(port=0, data_dir=str(data), verify_on_start="full")  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        assert Stopped(config).run() == 0
+    events = [e["event"] for e in logs]
+    assert "verifying" in events
+    assert "log_opened" not in events and "listening" not in events
+    got = received(notify_socket)
+    assert got[0].startswith("STATUS=opening the log in ")
+    assert got[1:3] == ["EXTEND_TIMEOUT_USEC=10000000", "STATUS=verifying partition 1 (0.0 of 0.0 MiB)"]
+    assert got[3:] == ["STOPPING=1"]
+    FileLog(str(data), fsync=False).close()  # the lock was released; the log opens as before
