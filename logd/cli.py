@@ -8,26 +8,24 @@ from typing import Sequence
 
 __all__ = ["main"]
 
-# flag -> (type, help), from the one settings table in config.py (defaults,
-# checks and help in one place). Values stay strings here: config.load checks
-# them, with the same messages as for TOML values.
-def _serve_flags() -> dict[str, tuple[type, str]]:
+def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
+    """One flag per row of the settings table (config.py): its help and shown
+    default come from there. Values stay strings here: config.load checks
+    them, with the same messages as for TOML values."""
     from .config import SETTINGS
 
-    return {s.flag: (str, f"{s.help} [default: {s.default}]")
-            for s in SETTINGS if s.name != "allow_corrupt"}  # a store_true flag of its own
-
-
-_SERVE_FLAGS: dict[str, tuple[type, str]] = _serve_flags()
+    for s in SETTINGS:
+        if s.switch:  # given: true; there is no --no-... form, the TOML file can say false
+            serve.add_argument(f"--{s.flag}", action="store_true", default=None, help=s.help)
+        else:
+            serve.add_argument(f"--{s.flag}", default=None, help=f"{s.help} [default: {s.default}]")
 
 
 def _serve(args: argparse.Namespace) -> int:
     from . import config as config_mod
     from . import logconfig
-    from .errors import LogdError
 
-    flags = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in _SERVE_FLAGS}
-    flags["allow_corrupt"] = args.allow_corrupt
+    flags = {s.name: getattr(args, s.name) for s in config_mod.SETTINGS}
     try:
         config = config_mod.load(args.config, flags)
     except config_mod.ConfigError as exc:
@@ -35,17 +33,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     logconfig.configure(config.log_level, config.log_format)
 
-    import structlog
-
     from .daemon import Daemon
 
-    log = structlog.get_logger("logd")
-    try:
-        daemon = Daemon(config)
-    except (LogdError, OSError) as exc:
-        log.error("startup_failed", error=str(exc))
-        return 1
-    return daemon.run()
+    return Daemon(config).run()  # 0, or 1 after logging startup_failed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the server", description="Run the logd server.")
     serve.add_argument("--config", help="TOML file with settings (flags win)")
-    serve.add_argument("--allow-corrupt", action="store_true", default=None,
-                       help="start despite corrupt records mid-log; READ reports them")
-    for name, (typ, text) in _SERVE_FLAGS.items():
-        serve.add_argument(f"--{name}", type=typ, default=None, help=text)
+    _add_serve_flags(serve)
     serve.set_defaults(func=_serve)
 
     try:

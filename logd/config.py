@@ -21,32 +21,68 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, NamedTuple
+from enum import StrEnum
+from typing import Any, Callable, NamedTuple, TypeVar
 
-__all__ = ["ConfigError", "FsyncPolicy", "ServerConfig", "SETTINGS", "parse_size", "parse_duration", "load"]
+from . import admin
+
+__all__ = ["ConfigError", "FsyncMode", "FsyncPolicy", "Role", "ServerConfig", "SETTINGS", "Setting",
+           "VerifyMode", "parse_size", "parse_duration", "load"]
+
+
+class FsyncMode(StrEnum):
+    ALWAYS = "always"  # ack after fdatasync (group commit)
+    INTERVAL = "interval"  # fdatasync every interval_ms; ack at once
+    NEVER = "never"  # the OS writes back when it likes
+
+
+class Role(StrEnum):
+    """What a server is to its peers. Unused until failover (persisted in the data dir's metadata)."""
+
+    PRIMARY = "primary"
+    REPLICA = "replica"
+
+
+class VerifyMode(StrEnum):
+    """How much the log's open verifies (``--verify-on-start``; log/file.py)."""
+
+    AUTO = "auto"
+    FULL = "full"
+    TAIL = "tail"
 
 
 @dataclass(frozen=True, slots=True)
 class FsyncPolicy:
-    mode: str  # "always" | "interval" | "never"
+    mode: FsyncMode
     interval_ms: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", FsyncMode(self.mode))
 
     @classmethod
     def parse(cls, text: str) -> "FsyncPolicy":
         text = text.strip().lower()
-        if text in ("always", "never"):
-            return cls(text)
+        if text in (FsyncMode.ALWAYS, FsyncMode.NEVER):
+            return cls(FsyncMode(text))
         m = re.fullmatch(r"interval:(\d+)", text)
         if m and int(m.group(1)) > 0:
-            return cls("interval", int(m.group(1)))
+            return cls(FsyncMode.INTERVAL, int(m.group(1)))
         raise ValueError(f"fsync policy must be always, never or interval:<ms>, not {text!r}")
 
     def __str__(self) -> str:
-        return f"interval:{self.interval_ms}" if self.mode == "interval" else self.mode
+        return f"interval:{self.interval_ms}" if self.mode is FsyncMode.INTERVAL else self.mode.value
 
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20,
           "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+
+
+def format_size(n: int) -> str:
+    """``64MiB`` for whole MiB or GiB, else the byte count (as --help shows sizes)."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if n and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
 
 
 def parse_size(value: str | int) -> int:
@@ -131,6 +167,14 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return parse
 
 
+E = TypeVar("E", bound=StrEnum)
+
+
+def _enum(cls: type[E]) -> Callable[[Any], E]:
+    choice = _choice(*(m.value for m in cls))
+    return lambda value: cls(choice(value))
+
+
 def _fsync(value: Any) -> FsyncPolicy:
     if isinstance(value, FsyncPolicy):
         return value
@@ -139,15 +183,32 @@ def _fsync(value: Any) -> FsyncPolicy:
     return FsyncPolicy.parse(value)
 
 
-def _bool(value: Any) -> bool:
+def parse_bool(value: Any) -> bool:
+    """A TOML boolean; on the command line such a setting is a switch (cli.py)."""
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, not {value!r}")
     return value
 
 
+def _show(value: Any) -> str:
+    """A default as --help shows it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+# -- the table ------------------------------------------------------------------------
+
+
 class Setting(NamedTuple):
-    name: str  # the ServerConfig field; the flag is --name-with-dashes
-    parse: Callable[[Any], Any]
+    name: str  # the ServerConfig field and TOML key; the flag is --name-with-dashes
+    parse: Callable[[Any], Any]  # a flag's string or a TOML value -> the typed value
     default: str  # as --help shows it
     help: str
 
@@ -155,63 +216,74 @@ class Setting(NamedTuple):
     def flag(self) -> str:
         return self.name.replace("_", "-")
 
+    @property
+    def switch(self) -> bool:
+        """A boolean: on the command line a flag without a value."""
+        return self.parse is parse_bool
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", _text, "127.0.0.1", "address to listen on"),
-    Setting("port", _int(0, 65535), "1774", "TCP port, 0 for any free one"),
-    Setting("unix", _text, "none", "also listen on this unix domain socket path"),
-    Setting("data_dir", _text, "$STATE_DIRECTORY or ./logd-data", "data directory"),
-    Setting("fsync", _fsync, "always", "always | interval:<ms> | never"),
-    Setting("partition_size", _size(1), "64MiB", "roll partitions at this size"),
-    Setting("index_interval", _size(1), "4096", "bytes between sparse index entries"),
-    Setting("retain_bytes", _size(0), "0", "delete the oldest closed partitions past this total size, 0 = keep all"),
-    Setting("retain_age", _duration, "0", "delete closed partitions older than this (e.g. 7d), 0 = keep all"),
-    Setting("verify_on_start", _choice("auto", "full", "tail"), "auto",
-            "auto: after a clean stop trust what the marker covers, after a crash verify what "
-            "follows the recovery point; full: verify every record; tail: trust sane indexes"),
-    Setting("allow_corrupt", _bool, "false", "start despite corrupt records mid-log; READ reports them"),
-    Setting("max_clients", _int(1), "10000", "connections served at once"),
-    Setting("max_line", _int(16), "1024", "longest command or length line"),
-    Setting("max_message", _size(1), "1MiB", "largest message"),
-    Setting("max_args", _int(1), "10000", "most messages in one MSG"),
-    Setting("max_request", _size(1), "64MiB", "largest request, all arguments together"),
-    Setting("max_pipeline", _int(1), "1024", "replies pending per connection before reading pauses"),
-    Setting("idle_timeout", _duration, "0", "close connections idle this many seconds, 0 = never"),
-    Setting("partial_timeout", _duration, "30", "close a connection whose command stays incomplete this long"),
-    Setting("send_timeout", _duration, "30", "drop a reader that takes no bytes this long"),
-    Setting("shutdown_timeout", _duration, "10", "bound on each graceful shutdown step"),
-    Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
-    Setting("log_format", _choice("auto", "json", "console"), "auto",
-            "auto: JSON lines off a terminal, human-readable on one"),
-)
-_BY_NAME = {s.name: s for s in SETTINGS}
+
+T = TypeVar("T")
+
+
+def _setting(default: T, parse: Callable[[Any], T], help: str, *, show: Callable[[T], str] = _show,
+             shown: str | None = None, factory: Callable[[], T] | None = None) -> T:
+    """One row: a ServerConfig field whose metadata carries the parser and the help.
+
+    ``factory`` computes the default when a config is made (``default`` is
+    then only what the type checker sees); ``shown`` overrides how --help
+    shows it.
+    """
+    row = Setting("", parse, shown if shown is not None else show(default), help)
+    if factory is not None:
+        return field(default_factory=factory, metadata={"setting": row})
+    return field(default=default, metadata={"setting": row})
+
+
+MiB = 1 << 20
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 1774
-    unix: str | None = None
-    data_dir: str = field(default_factory=_default_data_dir)
-    fsync: FsyncPolicy = FsyncPolicy("always")
-    partition_size: int = 64 * 1024 * 1024
-    index_interval: int = 4096
-    retain_bytes: int = 0  # 0: keep everything
-    retain_age: float = 0.0  # seconds; 0: keep everything
-    verify_on_start: str = "auto"  # "auto" | "full" | "tail"
-    allow_corrupt: bool = False
-    max_clients: int = 10_000
-    max_line: int = 1024
-    max_message: int = 1024 * 1024
-    max_args: int = 10_000
-    max_request: int = 64 * 1024 * 1024
-    max_pipeline: int = 1024
-    idle_timeout: float = 0.0
-    partial_timeout: float = 30.0
-    send_timeout: float = 30.0
-    shutdown_timeout: float = 10.0
-    log_level: str = "info"
-    log_format: str = "auto"
+    """Every setting of ``logd serve``, one row each: type, default, parser, help.
+
+    Flags, TOML keys and ``--help`` all come from these rows; a new setting is
+    one more row (and its use).
+    """
+
+    host: str = _setting("127.0.0.1", _text, "address to listen on")
+    port: int = _setting(1774, _int(0, 65535), "TCP port, 0 for any free one")
+    unix: str | None = _setting(None, _text, "also listen on this unix domain socket path")
+    data_dir: str = _setting("", _text, "data directory", factory=_default_data_dir,
+                             shown="$STATE_DIRECTORY or ./logd-data")
+    fsync: FsyncPolicy = _setting(FsyncPolicy(FsyncMode.ALWAYS), _fsync, "always | interval:<ms> | never")
+    partition_size: int = _setting(64 * MiB, _size(1), "roll partitions at this size", show=format_size)
+    index_interval: int = _setting(4096, _size(1), "bytes between sparse index entries", show=format_size)
+    retain_bytes: int = _setting(0, _size(0), "delete the oldest closed partitions past this total size, "
+                                 "0 = keep all", show=format_size)
+    retain_age: float = _setting(0.0, _duration, "delete closed partitions older than this (e.g. 7d), "
+                                 "0 = keep all")
+    verify_on_start: VerifyMode = _setting(
+        VerifyMode.AUTO, _enum(VerifyMode),
+        "auto: after a clean stop trust what the marker covers, after a crash verify what "
+        "follows the recovery point; full: verify every record; tail: trust sane indexes")
+    allow_corrupt: bool = _setting(False, parse_bool, "start despite corrupt records mid-log; READ reports them")
+    admin_from: tuple[str, ...] = _setting(
+        admin.LOOPBACK, admin.parse_networks,
+        "addresses or networks that may send SHUTDOWN, comma-separated (the unix socket always may)")
+    max_clients: int = _setting(10_000, _int(1), "connections served at once")
+    max_line: int = _setting(1024, _int(16), "longest command or length line")
+    max_message: int = _setting(1 * MiB, _size(1), "largest message", show=format_size)
+    max_args: int = _setting(10_000, _int(1), "most messages in one MSG")
+    max_request: int = _setting(64 * MiB, _size(1), "largest request, all arguments together", show=format_size)
+    max_pipeline: int = _setting(1024, _int(1), "replies pending per connection before reading pauses")
+    idle_timeout: float = _setting(0.0, _duration, "close connections idle this many seconds, 0 = never")
+    partial_timeout: float = _setting(30.0, _duration,
+                                      "close a connection whose command stays incomplete this long")
+    send_timeout: float = _setting(30.0, _duration, "drop a reader that takes no bytes this long")
+    shutdown_timeout: float = _setting(10.0, _duration, "bound on each graceful shutdown step")
+    log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
+    log_format: str = _setting("auto", _choice("auto", "json", "console"),
+                               "auto: JSON lines off a terminal, human-readable on one")
 
     def with_overrides(self, values: dict[str, Any], source: str = "") -> "ServerConfig":
         """Apply ``values`` (TOML keys or flag names); None means "not given".
@@ -220,23 +292,24 @@ class ServerConfig:
             ConfigError: an unknown key or a bad value, named as
                 ``<source>: <key>: ...`` (or ``--<flag>: ...`` without a source).
         """
-        known = {f.name for f in fields(self)}
         clean: dict[str, Any] = {}
         for key, value in values.items():
             name = key.replace("-", "_")
             where = f"{source}: {key}" if source else f"--{name.replace('_', '-')}"
-            if name not in known:
+            setting = _BY_NAME.get(name)
+            if setting is None:
                 raise ConfigError(f"{where}: unknown setting (logd serve --help lists them)")
             if value is None:
                 continue
-            setting = _BY_NAME.get(name)
-            if setting is not None:
-                try:
-                    value = setting.parse(value)
-                except ValueError as exc:
-                    raise ConfigError(f"{where}: {exc}") from None
-            clean[name] = value
+            try:
+                clean[name] = setting.parse(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
         return dataclasses.replace(self, **clean)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(f.metadata["setting"]._replace(name=f.name) for f in fields(ServerConfig))
+_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def load(path: str | None, flags: dict[str, Any]) -> ServerConfig:

@@ -1,11 +1,17 @@
-"""The server process: build the log, the queue and its listeners; run; stop gracefully.
+"""The server process: bind, recover the log, serve; stop gracefully (a ``Process``, process.py).
+
+Start, in the order systemd can follow: bind the addresses first (a taken
+port fails at once, naming it); then recovery, a step of its own that
+reports progress (``STATUS=`` and ``EXTEND_TIMEOUT_USEC=`` with each
+``verifying`` line, every 2 s) and can be stopped by SIGTERM; then the
+listeners start, ``listening`` is logged, and READY=1 goes out.
 
 Stopping (SIGTERM, SIGINT or SHUTDOWN), after gunicorn's GeventWorker and
 Redis's shutdown: stop accepting connections; stop accepting writes and let
 the queue finish what is in flight (every MSG already received is answered);
 end streams with ``ERR SHUTDOWN``; flush and close connections; fsync, save
-the indexes and leave the clean marker; exit 0. Signal handlers only set an
-event: the work runs in the main greenlet.
+the indexes and leave the clean marker; exit 0. The work runs in the main
+greenlet, which the signal or SHUTDOWN only wakes.
 """
 
 from __future__ import annotations
@@ -13,23 +19,30 @@ from __future__ import annotations
 import errno
 import os
 import resource
-import signal
 import socket
 
 import gevent
 import structlog
 from gevent.event import Event
 
-from . import faults, systemd
-from .config import ServerConfig
+from . import faults
+from .admin import AdminPolicy
+from .config import FsyncMode, ServerConfig
+from .errors import LogdError
 from .events import EventQueue
-from .log.file import FileLog
+from .log.file import PROGRESS_EVERY, FileLog
+from .process import EXIT_FAILURE, Halt, Process
 from .server import Listener, tcp_listener, unix_listener
 from .stats import Stats
 
 __all__ = ["Daemon"]
 
 log = structlog.get_logger("logd.daemon")
+
+# While recovery verifies, each progress line asks systemd for this much more
+# start time (it only matters past TimeoutStartSec=): lines come every
+# PROGRESS_EVERY seconds, so a few missed ones are tolerated.
+RECOVERY_EXTEND = 5 * PROGRESS_EVERY
 
 
 FD_RESERVE = 64  # descriptors besides clients: partitions, index, listeners, logs
@@ -58,39 +71,76 @@ def raise_fd_limit(max_clients: int) -> None:
                     "or lower --max-clients")
 
 
-class Daemon:
+class Daemon(Process):
     def __init__(self, config: ServerConfig) -> None:
+        """Nothing happens until ``run()``: its startup binds, recovers, serves."""
+        super().__init__()
         self.config = config
-        raise_fd_limit(config.max_clients)
         self.stats = Stats()
-        # Addresses first (issue 7 item 10): a taken port fails at once, naming
-        # it, not after minutes of verification. Connections made while the
-        # log opens wait in the listen backlog and are served once it is open.
-        socks = self._bind()
+        self._socks: list[socket.socket] = []
+        self._unix_id: tuple[int, int] | None = None
+        self.log: FileLog | None = None
+        self.queue: EventQueue | None = None
+        self.listeners: list[Listener] = []
+        self._stopping = Event()
+
+    def startup(self) -> None:
+        """Bind, recover the log, start serving.
+
+        Raises:
+            Halt: EXIT_FAILURE, after logging ``startup_failed``, when an
+                address cannot be bound or the log cannot be opened.
+        """
+        config = self.config
+        raise_fd_limit(config.max_clients)
         try:
+            # Addresses first (issue 7 item 10): a taken port fails at once,
+            # naming it, not after minutes of verification. Connections made
+            # while the log opens wait in the listen backlog.
+            self._socks = self._bind()
+            self.notify.status(f"opening the log in {os.path.abspath(config.data_dir)}")
             self.log = FileLog(
                 config.data_dir,
                 partition_size=config.partition_size,
                 index_interval=config.index_interval,
-                fsync=config.fsync.mode != "never",
+                fsync=config.fsync.mode is not FsyncMode.NEVER,
                 fsync_func=faults.fsync_func(),
                 verify=config.verify_on_start,
                 allow_corrupt=config.allow_corrupt,
+                on_progress=self._recovery_progress,
             )
-        except BaseException:
-            for sock in socks:
-                sock.close()
-            self._remove_unix_socket()
-            raise
+        except (LogdError, OSError) as exc:
+            log.error("startup_failed", error=str(exc))
+            raise Halt(EXIT_FAILURE, "startup failed") from exc
         self.queue = EventQueue(self.log, config.fsync, self.stats)
         self.queue.handlers.on_shutdown = self.request_stop
-        self._stop = Event()
-        self.listeners = [Listener(self.queue, config, s) for s in socks]
+        self.queue.handlers.admin = AdminPolicy(config.admin_from)
+        self.listeners = [Listener(self.queue, config, s) for s in self._socks]
+        self.queue.start()
+        if config.retain_bytes or config.retain_age:
+            gevent.spawn(self._retention_loop)
+        for listener in self.listeners:
+            listener.start()
+            if listener.is_unix:
+                log.info("listening", unix=config.unix)
+            else:
+                host, port = listener.address[:2]
+                log.info("listening", host=host, port=port, data_dir=self.log.directory,
+                         fsync=str(config.fsync))
+
+    def _recovery_progress(self, fields: dict[str, object]) -> None:
+        self.notify.extend_timeout(RECOVERY_EXTEND)
+        self.notify.status(f"verifying partition {fields['partition']} "
+                           f"({fields['verified_mib']} of {fields['total_mib']} MiB)")
+        self.dispatch()  # a SIGTERM now stops the start: Halt leaves the open (file.py allows it)
+
+    def status(self) -> str:
+        assert self.log is not None
+        return f"serving head={self.log.head()}"
 
     def _bind(self) -> list[socket.socket]:
         """The listening sockets, or OSError naming the address that failed."""
         config = self.config
-        self._unix_id: tuple[int, int] | None = None
         try:
             socks = [tcp_listener(config.host, config.port)]
         except OSError as exc:
@@ -121,42 +171,28 @@ class Daemon:
         self._unix_id = None
 
     def request_stop(self) -> None:
-        self._stop.set()
-
-    def run(self) -> int:
-        # Before the first `listening` line: a SIGTERM sent as soon as the
-        # server says it listens must stop it gracefully, not kill it.
-        gevent.signal_handler(signal.SIGTERM, self.request_stop)
-        gevent.signal_handler(signal.SIGINT, self.request_stop)
-        self.queue.start()
-        if self.config.retain_bytes or self.config.retain_age:
-            gevent.spawn(self._retention_loop)
-        for listener in self.listeners:
-            listener.start()
-            if listener.is_unix:
-                log.info("listening", unix=self.config.unix)
-            else:
-                host, port = listener.address[:2]
-                log.info("listening", host=host, port=port, data_dir=self.log.directory,
-                         fsync=str(self.config.fsync))
-        systemd.notify("READY=1", f"STATUS=serving head={self.log.head()}")
-        self._stop.wait()
-        self.shutdown()
-        return 0
+        """SHUTDOWN: called in the queue's greenlet; the main greenlet stops."""
+        self.request_halt(reason="SHUTDOWN")
 
     def _retention_loop(self) -> None:
         # Cheap (a stat of the oldest partition): once a second is plenty.
-        while not self._stop.is_set():
+        assert self.log is not None
+        while not self._stopping.is_set():
             try:
                 self.log.retain(self.config.retain_bytes, self.config.retain_age)
             except OSError as exc:
                 log.error("retention_failed", error=str(exc))
-            self._stop.wait(1.0)
+            self._stopping.wait(1.0)
 
-    def shutdown(self) -> None:
+    def shutdown(self, halt: Halt) -> None:
+        self._stopping.set()
+        if self.log is None or self.queue is None:  # stopped, or failed, before the log was open
+            for sock in self._socks:
+                sock.close()
+            self._remove_unix_socket()
+            return
         timeout = self.config.shutdown_timeout
-        log.info("shutdown_started", head=self.log.head())
-        systemd.notify("STOPPING=1")
+        log.info("shutdown_started", head=self.log.head(), reason=halt.reason)
         for listener in self.listeners:
             listener.close()
         self.queue.drain(timeout)

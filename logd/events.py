@@ -40,8 +40,9 @@ from gevent.queue import Queue
 from . import __version__
 from . import protocol as p
 from . import stats as st
+from .admin import AdminPolicy
 from .commit import Commits
-from .config import FsyncPolicy
+from .config import FsyncMode, FsyncPolicy
 from .errors import (
     Forbidden,
     LogdError,
@@ -64,7 +65,7 @@ class Peer:
     """Who sent a command: enough to decide admin rights."""
 
     addr: str
-    local: bool  # loopback or unix socket
+    local: bool  # the admin policy trusts its address, or it came over the unix socket
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +104,10 @@ class Handlers:
         stats: st.Stats,
         on_shutdown: Callable[[], None] = lambda: None,
         extra_stats: Callable[[], dict[str, Any]] = dict,
+        admin: AdminPolicy = AdminPolicy(),
     ) -> None:
         self.log = log_
+        self.admin = admin
         self.fsync = fsync
         self.stats = stats
         self.on_shutdown = on_shutdown
@@ -138,7 +141,7 @@ class Handlers:
         self.stats.incr(st.MESSAGES_WRITTEN, len(cmd.bodies))
         self.stats.incr(st.BYTES_WRITTEN, sum(map(len, cmd.bodies)))
         reply = p.encode_ok_id(last)
-        if self.fsync.mode == "always":
+        if self.fsync.mode is FsyncMode.ALWAYS:
             return WaitCommit(last, reply)
         return reply
 
@@ -164,7 +167,7 @@ class Handlers:
         reply = p.encode_ok_id(head)
         # Under `always`, a HEAD answered before the MSGs it counts are durable
         # would name ids a crash can still take back.
-        if self.fsync.mode == "always" and head > self.log.synced_head():
+        if self.fsync.mode is FsyncMode.ALWAYS and head > self.log.synced_head():
             return WaitCommit(head, reply)
         return reply
 
@@ -175,9 +178,9 @@ class Handlers:
         return CloseAfter(p.OK)
 
     def shutdown(self, cmd: p.Shutdown, peer: Peer) -> Reply:
-        if not peer.local:
+        if not self.admin.allows(peer):
             log.warning("admin_refused", command="SHUTDOWN", peer=peer.addr)
-            raise Forbidden("SHUTDOWN is accepted only from loopback or the unix socket")
+            raise Forbidden(f"SHUTDOWN is accepted only from {self.admin.who}")
         self.on_shutdown()
         return p.OK
 
@@ -216,21 +219,21 @@ class EventQueue:
         self.stats = stats
         self.handlers = Handlers(log_, fsync, stats, extra_stats=self._queue_stats)
         self.servers: list[Any] = []
-        committed = log_.head() if fsync.mode != "always" else log_.synced_head()
+        committed = log_.head() if fsync.mode is not FsyncMode.ALWAYS else log_.synced_head()
         self.commits = Commits(committed, log_.position(committed + 1))
         self._queue: Queue = Queue()
         self._waiters: deque[tuple[int, AsyncResult, bytes]] = deque()
         self._dirty = Event()
         self._greenlets: list[gevent.Greenlet] = []
-        self._immediate = fsync.mode != "always"
+        self._immediate = fsync.mode is not FsyncMode.ALWAYS
         self._closed = False
         self._running = False  # a handler is running (they never yield; this guards it)
 
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self._consume))
-        if self.fsync.mode == "always":
+        if self.fsync.mode is FsyncMode.ALWAYS:
             self._greenlets.append(gevent.spawn(self._sync_loop))
-        elif self.fsync.mode == "interval":
+        elif self.fsync.mode is FsyncMode.INTERVAL:
             self._greenlets.append(gevent.spawn(self._interval_loop))
 
     def submit(self, command: p.Command, peer: Peer) -> AsyncResult:

@@ -33,6 +33,7 @@ from gevent.server import StreamServer
 
 from . import protocol as p
 from . import stats as st
+from .admin import AdminPolicy
 from .config import ServerConfig
 from .errors import ClientError, ProtocolError, StorageError, TooManyClients
 from .events import CloseAfter, EventQueue, Peer, Stream
@@ -209,6 +210,7 @@ class Listener:
         self.config = config
         self.stats = queue.stats
         self.limits = p.Limits(config.max_line, config.max_message, config.max_args, config.max_request)
+        self.admin = AdminPolicy(config.admin_from)
         self.is_unix = sock.family == socket.AF_UNIX
         # The pool is a hard cap above max_clients: past max_clients we still
         # accept, to say so, instead of leaving clients hanging in the backlog.
@@ -248,10 +250,10 @@ class Listener:
                 pass
             return
         if self.is_unix:
-            peer = Peer("unix", True)
+            peer = Peer("unix", self.admin.trusts(None))
         else:
             host = address[0]
-            peer = Peer(f"{host}:{address[1]}", host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1"))
+            peer = Peer(f"{host}:{address[1]}", self.admin.trusts(host))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         conn = _Connection(self, sock, peer)

@@ -38,7 +38,7 @@ import errno
 import os
 import time
 from itertools import accumulate
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import structlog
 
@@ -109,7 +109,12 @@ class FileLog(LogReader):
         fsync_func: Callable[[int], None] = os.fdatasync,
         verify: str = "auto",
         allow_corrupt: bool = False,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        # Called with each `verifying` line's fields (every PROGRESS_EVERY s while
+        # the open verifies). It may raise to abort the open: it is called only
+        # while a partition is being read, before anything of it is written.
+        self._on_progress = on_progress
         self.partition_size = partition_size
         self.fsync_enabled = fsync
         self._fsync = fsync_func
@@ -157,7 +162,7 @@ class FileLog(LogReader):
         if not found:
             self._partitions = [self._new_partition(1, 1)]
         progress = _Progress(
-            len(found), sum(_size_of(os.path.join(self.directory, n)) for _, n in found)
+            len(found), sum(_size_of(os.path.join(self.directory, n)) for _, n in found), self._on_progress
         )
         how_counts: dict[str, int] = {}
         bad_tail: tuple[Partition, int, int] | None = None
@@ -493,7 +498,9 @@ class _Progress:
     """``verifying`` log lines while the open scans partitions (at most one
     every PROGRESS_EVERY seconds), and one ``log_verified`` at the end."""
 
-    def __init__(self, partitions: int, total: int) -> None:
+    def __init__(self, partitions: int, total: int,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.on_progress = on_progress
         self.partitions = partitions
         self.total = total
         self.done_parts = 0
@@ -521,11 +528,14 @@ class _Progress:
         if now >= self.next_line:
             self.next_line = now + PROGRESS_EVERY
             seconds = now - self.began
-            log.info("verifying", partition=self.partition,
-                     partitions_done=self.done_parts, partitions=self.partitions,
-                     verified_mib=round(self.verified / 2**20, 1),
-                     total_mib=round(self.total / 2**20, 1),
-                     mib_per_s=round(self.verified / 2**20 / seconds, 1) if seconds else 0.0)
+            fields = dict(partition=self.partition,
+                          partitions_done=self.done_parts, partitions=self.partitions,
+                          verified_mib=round(self.verified / 2**20, 1),
+                          total_mib=round(self.total / 2**20, 1),
+                          mib_per_s=round(self.verified / 2**20 / seconds, 1) if seconds else 0.0)
+            log.info("verifying", **fields)
+            if self.on_progress is not None:
+                self.on_progress(fields)
 
     def end(self, size: int) -> None:
         self.done_parts += 1

@@ -1,9 +1,16 @@
 """Real ``logd serve`` processes on 127.0.0.1, port 0, a temporary data dir.
 
-``logd_server(*flags, data_dir=None, nofile=None)`` starts one (``nofile``:
-a (soft, hard) RLIMIT_NOFILE to start it with) and waits for its
+``logd_server(*flags, data_dir=None, nofile=None, env=None)`` starts one
+(``nofile``: a (soft, hard) RLIMIT_NOFILE to start it with; ``env``:
+variables to add to its environment) and waits for its
 ``listening`` log line (which carries the bound port); everything it logs is
-kept in ``server.logs`` as dicts. Every server is stopped at teardown.
+kept in ``server.logs`` as dicts.
+
+At teardown every server must have exited 0: one still running gets SIGTERM
+and must exit 0 (the graceful stop), one that exited by itself must have
+exited 0 (SHUTDOWN), or the test fails with its last log lines. A process the
+test ended itself (``kill()``, ``stop(sig)``, ``restart()``) is the test's to
+judge: it saw the exit code.
 """
 
 from __future__ import annotations
@@ -26,11 +33,15 @@ STARTUP_TIMEOUT = 15.0
 
 
 class LogdServer:
-    def __init__(self, data_dir: Path, flags: tuple[str, ...], nofile: tuple[int, int] | None = None) -> None:
+    def __init__(self, data_dir: Path, flags: tuple[str, ...], nofile: tuple[int, int] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = env
         self.flags = flags
         self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE for the process
         self.proc: subprocess.Popen[bytes] | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []  # every process started
+        self.ended_by_test: set[int] = set()  # pids the test stopped or killed itself
         self.logs: list[dict[str, Any]] = []
         self.host = "127.0.0.1"
         self.port = 0
@@ -49,7 +60,9 @@ class LogdServer:
         nofile = self.nofile
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=limit)
+                                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=limit,
+                                     env={**os.environ, **self.env} if self.env else None)
+        self.procs.append(self.proc)
         threading.Thread(target=self._pump, args=(self.proc, listening), daemon=True).start()
         if not listening.wait(STARTUP_TIMEOUT) or self.proc.poll() is not None:
             self.kill()
@@ -89,6 +102,7 @@ class LogdServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         """Send ``sig`` and wait; returns the exit code."""
         assert self.proc is not None
+        self.ended_by_test.add(self.proc.pid)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -98,9 +112,37 @@ class LogdServer:
             raise AssertionError(f"logd did not exit within {timeout}s of signal {sig}")
 
     def kill(self) -> None:
+        if self.proc is not None:
+            self.ended_by_test.add(self.proc.pid)
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+    def teardown(self) -> list[str]:
+        """Stop what still runs; one line per process that did not exit 0."""
+        problems = []
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    code = proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    code = None
+                finally:
+                    if proc.poll() is None:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait(10)
+                if code != 0:
+                    problems.append(f"logd pid {proc.pid} "
+                                    + ("did not stop within 15 s of SIGTERM" if code is None
+                                       else f"exited {code} on SIGTERM at teardown"))
+            elif proc.returncode != 0 and proc.pid not in self.ended_by_test:
+                problems.append(f"logd pid {proc.pid} exited {proc.returncode} by itself")
+        if problems:
+            with self._lock:
+                tail = self.logs[-10:]
+            problems.append("its last log lines:\n" + "\n".join(f"  {json.dumps(e)}" for e in tail))
+        return problems
 
     def restart(self, *flags: str) -> "LogdServer":
         if self.proc is not None and self.proc.poll() is None:
@@ -116,16 +158,15 @@ def logd_server(tmp_path: Path) -> Iterator[Callable[..., LogdServer]]:
     servers: list[LogdServer] = []
 
     def start(*flags: str, data_dir: Path | str | None = None,
-              nofile: tuple[int, int] | None = None) -> LogdServer:
+              nofile: tuple[int, int] | None = None, env: dict[str, str] | None = None) -> LogdServer:
         directory = Path(data_dir) if data_dir else tmp_path / f"data{len(servers)}"
-        server = LogdServer(directory, flags, nofile)
+        server = LogdServer(directory, flags, nofile, env)
         servers.append(server)
         return server.start()
 
     yield start
+    problems = []
     for server in servers:
-        if server.proc is not None and server.proc.poll() is None:
-            try:
-                server.stop(timeout=15)
-            finally:
-                server.kill()
+        problems.extend(server.teardown())
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
