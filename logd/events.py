@@ -243,7 +243,7 @@ class EventQueue:
         greenlet switch later: under gevent nothing else runs meanwhile, so
         the order is the same as if the consumer had run it.
         """
-        result = AsyncResult()
+        result: AsyncResult[Any] = AsyncResult()
         if self._closed:
             result.set(p.encode_error(ShuttingDown("server is shutting down")))
         elif self._queue.empty() and not self._running:

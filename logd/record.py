@@ -122,7 +122,8 @@ def read_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> Header | N
         id, size, more, crc = m.groups()
         # tuple.__new__: a third of Header()'s cost, once per record on every path
         return _new(Header, (int(id), int(size), int(more), int(crc, 16), m.end() - pos))
-    return _why(buf, pos)
+    _why(buf, pos)  # raises unless more bytes are due
+    return None
 
 
 def _why(buf: bytes | bytearray | memoryview, pos: int) -> None:

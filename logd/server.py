@@ -176,7 +176,8 @@ class _Server(StreamServer):
             os.close(self._spare)
             self._spare = None
             try:
-                fd, _ = self.socket._accept()
+                # gevent's raw accept: returns at once, never waits (the stubs omit it)
+                fd, _ = self.socket._accept()  # type: ignore[attr-defined]
                 conn = socket.socket(fileno=fd)
             except OSError:
                 conn = None
@@ -192,7 +193,8 @@ class _Server(StreamServer):
         # Pause accepting; connections in flight will free descriptors.
         self.stop_accepting()
         self._timer = self.loop.timer(0.1)
-        self._timer.start(self._start_accepting_if_started)
+        # BaseServer's own re-arm after a pause (gevent's stubs omit both)
+        self._timer.start(self._start_accepting_if_started)  # type: ignore[call-arg, attr-defined]
 
 
 def _open_spare() -> int | None:

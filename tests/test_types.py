@@ -1,10 +1,9 @@
 """The package type-checks: ``python -m mypy`` with the ``[mypy]`` section of setup.cfg.
 
 Strict everywhere except the modules setup.cfg lists as not strict yet. Any
-error fails the test, except those in ``PENDING``: known errors in modules
-other branches of issue 8 are reworking, to be fixed when they merge. The
-list may only shrink: an entry that no longer occurs fails the test too, so
-it is removed as soon as its error is fixed.
+error fails the test, except those in ``PENDING`` (empty now; kept for a
+merge that lands known errors). The list may only shrink: an entry that no
+longer occurs fails the test too, so it is removed as soon as it is fixed.
 """
 
 from __future__ import annotations
@@ -17,12 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # (file, error code, start of the message): no line numbers, they move.
-PENDING: set[tuple[str, str, str]] = {
-    ("logd/events.py", "var-annotated", 'Need type annotation for "result"'),
-    ("logd/server.py", "attr-defined", '"socket" has no attribute "_accept"'),
-    ("logd/server.py", "call-arg", 'Too few arguments for "start" of "_TimerWatcher"'),
-    ("logd/server.py", "attr-defined", '"_Server" has no attribute "_start_accepting_if_started"'),
-}
+PENDING: set[tuple[str, str, str]] = set()
 
 _ERROR = re.compile(r"^(?P<file>[^:]+):\d+: error: (?P<message>.*?)  \[(?P<code>[a-z-]+)\]$")
 
