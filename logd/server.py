@@ -26,7 +26,7 @@ from typing import Any
 
 import gevent
 import structlog
-from gevent.event import AsyncResult, Event
+from gevent.event import Event
 from gevent.pool import Pool
 from gevent.queue import Full, Queue
 from gevent.server import StreamServer

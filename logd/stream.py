@@ -2,7 +2,7 @@
 
 A stream never holds records in memory, nor looks inside them: it asks its
 cursor (``log/cursor.py``) for the byte ranges of ids ``[next, committed]``
-(``logd/commit.py`` says what is committed) and sends each with one
+(``logd/events/commit.py`` says what is committed) and sends each with one
 ``os.sendfile`` on the non-blocking socket, waiting cooperatively for writability
 (``gevent.socket.wait_write``) when the socket buffer is full. gevent's own
 ``socket.sendfile()`` copies through Python in 8 KiB reads, so it is not
@@ -24,7 +24,7 @@ from . import protocol as p
 from .errors import LogdError, ShuttingDown
 
 if TYPE_CHECKING:
-    from .commit import Commits
+    from .events.commit import Commits
     from .log import Cursor
 
 __all__ = ["SendTimeout", "send_all", "send_file", "stream_records"]

@@ -1,11 +1,11 @@
-"""The commit source (logd/commit.py) under gevent: publish, wait, stop."""
+"""The commit source (logd/events/commit.py) under gevent: publish, wait, stop."""
 
 from __future__ import annotations
 
 import gevent
 from gevent.event import Event
 
-from logd.commit import Commits
+from logd.events.commit import Commits
 
 
 def test_publish_carries_the_id_and_the_position() -> None:

@@ -1,4 +1,4 @@
-"""The event queue (logd/events.py) in-process under gevent, on a MemoryLog.
+"""The event queue (logd/events/queue.py) in-process under gevent, on a MemoryLog.
 
 Order across submitters, group commit under ``--fsync always`` (one fsync
 releases every reply waiting at or below the synced id), and the drain at

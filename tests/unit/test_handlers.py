@@ -1,4 +1,4 @@
-"""Handlers (logd/events.py) on a MemoryLog: plain calls, no gevent loop.
+"""Handlers (logd/events/handlers.py) on a MemoryLog: plain calls, no gevent loop.
 
 ``Server`` joins the pure pieces the way a connection does: request bytes
 through ``CommandParser``, the command through ``Handlers``, errors through
