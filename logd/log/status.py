@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import StorageError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_small
 
 __all__ = ["STATUS_FILE", "FORMAT", "LINKS", "HEARTBEAT", "STALE", "Position", "FollowerStatus",
            "StatusError", "encode", "decode", "load", "save"]
@@ -123,15 +123,10 @@ def load(directory: str) -> FollowerStatus | None:
     """
     path = os.path.join(directory, STATUS_FILE)
     try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_SIZE + 1)
-    except FileNotFoundError:
-        return None
+        data = read_small(path, _MAX_SIZE)
     except OSError as exc:
         raise StatusError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if len(data) > _MAX_SIZE:
-        raise StatusError(f"{path} is larger than {_MAX_SIZE} bytes")
-    return decode(data)
+    return None if data is None else decode(data)
 
 
 def save(directory: str, status: FollowerStatus) -> None:

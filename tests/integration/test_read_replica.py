@@ -7,7 +7,6 @@ real ``logd serve --refuse`` process, reached over real sockets.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import statistics
 import threading
@@ -23,6 +22,7 @@ from logd.log import status as status_file
 from logd.log.file import FileLog
 from logd.record import encode
 
+from ..unit.test_read_only_log import snapshot  # what "nothing written" means
 from .wire import Wire
 
 pytestmark = pytest.mark.integration
@@ -35,15 +35,6 @@ def writer(tmp_path: Path) -> Iterator[FileLog]:
         yield flog
     finally:
         flog.close()
-
-
-def snapshot(d: Path) -> dict[str, tuple[int, int, str]]:
-    """Every file's size, mtime and sha256: what "the replica wrote nothing" means."""
-    out = {}
-    for name in sorted(os.listdir(d)):
-        st = os.stat(d / name)
-        out[name] = (st.st_size, st.st_mtime_ns, hashlib.sha256((d / name).read_bytes()).hexdigest())
-    return out
 
 
 def append(flog: FileLog, n: int, tag: bytes = b"m") -> list[bytes]:

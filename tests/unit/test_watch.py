@@ -11,7 +11,6 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Iterator
 
 import gevent
 import pytest
@@ -25,22 +24,8 @@ from logd.protocol import encode_error
 from logd.record import encode
 from logd.watch import IN_CREATE, IN_DELETE, IN_MODIFY, Inotify, Watcher
 
-SMALL = dict(partition_size=300, index_interval=64, fsync_func=lambda fd: None)
-
-
-@pytest.fixture(autouse=True)
-def no_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "fsync", lambda fd: None)
-    monkeypatch.setattr(os, "fdatasync", lambda fd: None)
-
-
-@pytest.fixture
-def writer(tmp_path: Path) -> Iterator[FileLog]:
-    flog = FileLog(str(tmp_path / "d"), **SMALL)  # type: ignore[arg-type]
-    try:
-        yield flog
-    finally:
-        flog.close()
+# The same writer and no-fsync fixtures as the read-only log's own tests.
+from .test_read_only_log import SMALL, no_fsync, writer  # noqa: F401
 
 
 def commits_of(reader: LogReader) -> Commits:
