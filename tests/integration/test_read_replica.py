@@ -190,3 +190,22 @@ def test_a_missing_directory_fails_the_start_and_creates_nothing(tmp_path: Path)
     assert proc.returncode == 1
     assert b"startup_failed" in proc.stderr and b"does not exist" in proc.stderr
     assert not d.exists()
+
+
+def test_a_replica_beside_a_real_server_writing_the_directory(logd_server, tmp_path: Path) -> None:
+    """The writer another logd process: MSGs to it reach a tail on the replica, in order."""
+    primary = logd_server("--fsync", "never", "--partition-size", "2048")
+    replica = logd_server("--refuse", data_dir=primary.data_dir)
+    tail = Wire(replica.host, replica.port)
+    tail.cmd("READ", 1, 0)
+    assert tail.read_until(b"OK\r\n") == b"OK\r\n"
+    with logd.connect(primary.addr) as writer:
+        for n in range(1, 301):
+            assert list(writer.append(b"p%d" % n)) == [n]
+    want = b"".join(encode(n, b"p%d" % n) for n in range(1, 301))
+    assert tail.read_exact(len(want)) == want  # across several of the primary's rolls
+    tail.sock.close()
+    with logd.connect(replica.addr) as client:
+        st = client.stats()
+        assert (st["head"], st["role"]) == (300, "replica") and st["partitions"] > 3
+        assert st["writer"].startswith(f"pid {primary.proc.pid} (logd serve")
