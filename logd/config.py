@@ -267,6 +267,13 @@ class ServerConfig:
         "auto: after a clean stop trust what the marker covers, after a crash verify what "
         "follows the recovery point; full: verify every record; tail: trust sane indexes")
     allow_corrupt: bool = _setting(False, parse_bool, "start despite corrupt records mid-log; READ reports them")
+    refuse: bool = _setting(False, parse_bool,
+                            "read replica: serve READ, HEAD, STATS and tails from a data directory another "
+                            "process (logd-follower) writes; MSG gets ERR_CLIENT REFUSED; never write the directory")
+    watch: str = _setting("auto", _choice("auto", "inotify", "poll"),
+                          "with --refuse, how new data is noticed: inotify, poll (every --watch-interval), "
+                          "auto: inotify where available")
+    watch_interval: float = _setting(0.1, _duration, "with --refuse --watch poll: seconds between looks")
     admin_from: tuple[str, ...] = _setting(
         admin.LOOPBACK, admin.parse_networks,
         "addresses or networks that may send SHUTDOWN, comma-separated (the unix socket always may)")

@@ -12,6 +12,13 @@ the queue finish what is in flight (every MSG already received is answered);
 end streams with ``ERR SHUTDOWN``; flush and close connections; fsync, save
 the indexes and leave the clean marker; exit 0. The work runs in the main
 greenlet, which the signal or SHUTDOWN only wakes.
+
+A read replica (``--refuse``) opens the directory with the read-only
+``LogReader`` instead: no lock, no recovery, no retention, nothing written,
+ever (so its stop has nothing to fsync or mark). Its commits come from a
+``Watcher`` (watch.py) that refreshes the reader when the directory changes;
+MSG gets ``ERR_CLIENT REFUSED`` naming the primary that the follower's status file
+names; the queue runs with no fsync loop, since this process writes nothing.
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ from gevent.event import Event
 
 from . import faults
 from .admin import AdminPolicy
-from .config import FsyncMode, ServerConfig
+from .config import FsyncMode, FsyncPolicy, Role, ServerConfig
 from .errors import LogdError
 from .events import EventQueue
 from .log.file import PROGRESS_EVERY, FileLog
+from .log.reader import LogReader
 from .process import EXIT_FAILURE, Halt, Process
 from .server import Listener, tcp_listener, unix_listener
 from .stats import Stats
+from .watch import Watcher
 
 __all__ = ["Daemon"]
 
@@ -79,7 +88,8 @@ class Daemon(Process):
         self.stats = Stats()
         self._socks: list[socket.socket] = []
         self._unix_id: tuple[int, int] | None = None
-        self.log: FileLog | None = None
+        self.log: FileLog | LogReader | None = None
+        self.watcher: Watcher | None = None
         self.queue: EventQueue | None = None
         self.listeners: list[Listener] = []
         self._stopping = Event()
@@ -99,25 +109,31 @@ class Daemon(Process):
             # while the log opens wait in the listen backlog.
             self._socks = self._bind()
             self.notify.status(f"opening the log in {os.path.abspath(config.data_dir)}")
-            self.log = FileLog(
-                config.data_dir,
-                partition_size=config.partition_size,
-                index_interval=config.index_interval,
-                fsync=config.fsync.mode is not FsyncMode.NEVER,
-                fsync_func=faults.fsync_func(),
-                verify=config.verify_on_start,
-                allow_corrupt=config.allow_corrupt,
-                on_progress=self._recovery_progress,
-            )
+            if config.refuse:
+                self.log, self.watcher = self._open_replica()
+            else:
+                self.log = self._open_writer()
         except (LogdError, OSError) as exc:
             log.error("startup_failed", error=str(exc))
             raise Halt(EXIT_FAILURE, "startup failed") from exc
-        self.queue = EventQueue(self.log, config.fsync, self.stats)
-        self.queue.handlers.on_shutdown = self.request_stop
-        self.queue.handlers.admin = AdminPolicy(config.admin_from)
+        # A replica writes nothing: no committer, no fsync loop; commits come from the watcher.
+        fsync = FsyncPolicy(FsyncMode.NEVER) if config.refuse else config.fsync
+        self.queue = EventQueue(self.log, fsync, self.stats)
+        handlers = self.queue.handlers
+        handlers.on_shutdown = self.request_stop
+        handlers.admin = AdminPolicy(config.admin_from)
+        role = Role.REPLICA if config.refuse else Role.PRIMARY
+        queue_stats, watcher = handlers.extra_stats, self.watcher
+        if watcher is not None:
+            handlers.refusing = watcher.refused
+            handlers.extra_stats = lambda: {**queue_stats(), **watcher.stats()}
+        else:
+            handlers.extra_stats = lambda: {**queue_stats(), "role": str(role)}
         self.listeners = [Listener(self.queue, config, s) for s in self._socks]
         self.queue.start()
-        if config.retain_bytes or config.retain_age:
+        if self.watcher is not None:
+            self.watcher.start(self.queue.commits)
+        elif config.retain_bytes or config.retain_age:
             gevent.spawn(self._retention_loop)
         for listener in self.listeners:
             listener.start()
@@ -125,8 +141,40 @@ class Daemon(Process):
                 log.info("listening", unix=config.unix)
             else:
                 host, port = listener.address[:2]
+                extra = {"watch": self.watcher.mode} if self.watcher is not None else {}
                 log.info("listening", host=host, port=port, data_dir=self.log.directory,
-                         fsync=str(config.fsync))
+                         fsync=str(config.fsync), role=str(role), **extra)
+
+    def _open_writer(self) -> FileLog:
+        config = self.config
+        return FileLog(
+            config.data_dir,
+            partition_size=config.partition_size,
+            index_interval=config.index_interval,
+            fsync=config.fsync.mode is not FsyncMode.NEVER,
+            fsync_func=faults.fsync_func(),
+            verify=config.verify_on_start,
+            allow_corrupt=config.allow_corrupt,
+            on_progress=self._recovery_progress,
+        )
+
+    def _open_replica(self) -> tuple[LogReader, Watcher]:
+        """The directory read-only (no lock, no repair: half a MSG a writer is
+        still writing is simply not visible yet), and what watches it."""
+        config = self.config
+        reader = LogReader(config.data_dir, index_interval=config.index_interval)
+        try:
+            watcher = Watcher(reader, config.watch, config.watch_interval, on_gone=self._directory_gone)
+        except BaseException:
+            reader.close()
+            raise
+        log.info("log_opened", directory=reader.directory, read_only=True, first_id=reader.first_id(),
+                 head=reader.head(), partitions=len(reader.partitions()),
+                 history=reader.meta.history if reader.meta else "")
+        return reader, watcher
+
+    def _directory_gone(self, why: str) -> None:
+        self.request_halt(EXIT_FAILURE, why)
 
     def _recovery_progress(self, fields: dict[str, object]) -> None:
         self.notify.extend_timeout(RECOVERY_EXTEND)
@@ -136,7 +184,8 @@ class Daemon(Process):
 
     def status(self) -> str:
         assert self.log is not None
-        return f"serving head={self.log.head()}"
+        read_only = " read-only" if self.watcher is not None else ""
+        return f"serving{read_only} head={self.log.head()}"
 
     def _bind(self) -> list[socket.socket]:
         """The listening sockets, or OSError naming the address that failed."""
@@ -176,7 +225,7 @@ class Daemon(Process):
 
     def _retention_loop(self) -> None:
         # Cheap (a stat of the oldest partition): once a second is plenty.
-        assert self.log is not None
+        assert isinstance(self.log, FileLog)  # a replica follows its writer's retention
         while not self._stopping.is_set():
             try:
                 self.log.retain(self.config.retain_bytes, self.config.retain_age)
@@ -196,6 +245,8 @@ class Daemon(Process):
         for listener in self.listeners:
             listener.close()
         self.queue.drain(timeout)
+        if self.watcher is not None:
+            self.watcher.stop()
         gevent.sleep(0)  # let streams send their ERR SHUTDOWN line
         for listener in self.listeners:
             listener.stop(timeout)

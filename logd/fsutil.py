@@ -16,9 +16,10 @@ truncates it, and readers never look at it.
 
 from __future__ import annotations
 
+import errno
 import os
 
-__all__ = ["atomic_write", "fsync_dir"]
+__all__ = ["atomic_write", "fsync_dir", "read_small"]
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -62,6 +63,23 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
         raise
     if durable:
         fsync_dir(os.path.dirname(path) or ".")
+
+
+def read_small(path: str | os.PathLike[str], limit: int) -> bytes | None:
+    """A small file's bytes, whole; None if it does not exist. Never reads more
+    than ``limit`` + 1 bytes: a stray huge file is refused, not slurped.
+
+    Raises:
+        OSError: it cannot be read, or is larger than ``limit`` bytes (EFBIG).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        return None
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+    return data
 
 
 def _remove(path: str) -> None:

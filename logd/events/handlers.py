@@ -19,6 +19,7 @@ from ..config import FsyncMode, FsyncPolicy
 from ..errors import Forbidden, NotRetained, OutOfRange, ShuttingDown, StorageError, UnknownCommand
 from ..log import Log
 from ..admin import AdminPolicy
+from ..errors import Refused  # a read replica's MSG reply
 
 __all__ = ["Handlers", "Stream", "WaitCommit", "CloseAfter", "Peer", "Reply"]
 
@@ -78,6 +79,9 @@ class Handlers:
         self.on_shutdown = on_shutdown
         self.extra_stats = extra_stats
         self.stopping = False
+        # A read replica (--refuse, daemon.py) sets this: every MSG gets the
+        # Refused it returns, which names the primary when known.
+        self.refusing: Callable[[], Refused] | None = None
         self._table: dict[type, Callable[[Any, Peer], Reply]] = {
             p.Msg: self.msg,
             p.Read: self.read,
@@ -96,6 +100,8 @@ class Handlers:
         return self._table[type(command)](command, peer)
 
     def msg(self, cmd: p.Msg, peer: Peer) -> Reply:
+        if self.refusing is not None:
+            raise self.refusing()
         if self.stopping:
             raise ShuttingDown("server is shutting down; not accepting writes")
         try:

@@ -55,7 +55,7 @@ from typing import Any
 import structlog
 
 from ..errors import StorageError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_small
 
 __all__ = ["META_FILE", "FORMAT", "ROLES", "Meta", "MetaError", "new", "load", "adopt", "save",
            "encode", "decode"]
@@ -141,15 +141,10 @@ def load(directory: str) -> Meta | None:
     """
     path = os.path.join(directory, META_FILE)
     try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_SIZE + 1)
-    except FileNotFoundError:
-        return None
+        data = read_small(path, _MAX_SIZE)
     except OSError as exc:
         raise MetaError(path, exc.strerror or str(exc)) from exc
-    if len(data) > _MAX_SIZE:
-        raise MetaError(path, f"larger than {_MAX_SIZE} bytes")
-    return decode(data, path)
+    return None if data is None else decode(data, path)
 
 
 def save(directory: str, meta: Meta) -> None:

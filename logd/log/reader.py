@@ -27,6 +27,8 @@ from ..errors import CorruptLogError, NotRetained, Refused, StorageError
 from ..record import Record, RecordError, parse, pread_header
 from .cursor import Cursor
 from .index import SparseIndex
+from .meta import Meta
+from .meta import load as load_meta
 from .partition import Partition, id_at, parse_name, walk
 from .recovery import Corrupt, verify_partition
 
@@ -51,6 +53,9 @@ class LogReader:
     def _open(self) -> None:
         if not os.path.isdir(self.directory):
             raise StorageError(f"data dir {self.directory} does not exist")
+        # The directory's identity, if it has one yet (a replica's REPLICATE
+        # handshake names it); loading reads only. Raises MetaError if bad.
+        self.meta: Meta | None = load_meta(self.directory)
         self.refresh()
 
     def refresh(self) -> int:
@@ -73,31 +78,35 @@ class LogReader:
             self._forget(parts.pop(0))
         while parts and parts[-1].size == 0 and os.path.basename(parts[-1].path) not in present:
             self._forget(parts.pop())
-        if parts:
-            try:
-                self._extend(parts[-1])
-            except FileNotFoundError:  # removed since the listing: the next refresh knows
-                pass
-        for (number, first_id), name in found:
-            if parts and number <= parts[-1].number:
-                continue
+        # Whatever raises, what was verified so far is what the state shows:
+        # the head, the first ids and the partitions never disagree.
+        try:
             if parts:
-                prev = parts[-1]
-                if number != prev.number + 1 or first_id != prev.last_id + 1:
-                    raise CorruptLogError(
-                        f"partition {name} does not follow partition {prev.number} "
-                        f"(which ends at id {prev.last_id})", partition=number)
-            p = Partition(number, first_id, os.path.join(self.directory, name), 0, first_id - 1,
-                          SparseIndex(self.index_interval))
-            try:
-                self._extend(p)
-            except FileNotFoundError:  # deleted since the listing
-                continue
-            parts.append(p)
-        self._firsts = [p.first_id for p in parts]
-        if parts:
-            self._head = self._synced = parts[-1].last_id
-            self._synced_pos = (parts[-1].number, parts[-1].size)
+                try:
+                    self._extend(parts[-1])
+                except FileNotFoundError:  # removed since the listing: the next refresh knows
+                    pass
+            for (number, first_id), name in found:
+                if parts and number <= parts[-1].number:
+                    continue
+                if parts:
+                    prev = parts[-1]
+                    if number != prev.number + 1 or first_id != prev.last_id + 1:
+                        raise CorruptLogError(
+                            f"partition {name} does not follow partition {prev.number} "
+                            f"(which ends at id {prev.last_id})", partition=number)
+                p = Partition(number, first_id, os.path.join(self.directory, name), 0, first_id - 1,
+                              SparseIndex(self.index_interval))
+                try:
+                    self._extend(p)
+                except FileNotFoundError:  # deleted since the listing
+                    continue
+                parts.append(p)
+        finally:
+            self._firsts = [p.first_id for p in parts]
+            if parts:
+                self._head = self._synced = parts[-1].last_id
+                self._synced_pos = (parts[-1].number, parts[-1].size)
         return self._head
 
     def _forget(self, p: Partition) -> None:
@@ -210,6 +219,8 @@ class LogReader:
 
     def position(self, id: int) -> tuple[int, int]:
         """``(partition number, offset)`` where record ``id`` starts; ``id`` may be head+1."""
+        if not self._partitions:  # a read-only open of a directory nobody wrote yet
+            return 1, 0  # where a new log's first record goes (as FileLog and MemoryLog say)
         p, offset = self.locate(id)
         return p.number, offset
 

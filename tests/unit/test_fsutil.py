@@ -113,3 +113,14 @@ def test_relative_path_syncs_the_current_directory(
     fsutil.atomic_write("rel", b"x")
     assert [k for k, _ in seen] == ["file", "dir"]
     assert (tmp_path / "rel").read_bytes() == b"x"
+
+
+def test_read_small_reads_whole_refuses_huge_and_says_none_for_missing(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x" * 10)
+    assert fsutil.read_small(tmp_path / "f", 10) == b"x" * 10
+    assert fsutil.read_small(tmp_path / "missing", 10) is None
+    with pytest.raises(OSError, match="larger than 9 bytes") as exc:
+        fsutil.read_small(tmp_path / "f", 9)
+    assert exc.value.errno == errno.EFBIG
+    with pytest.raises(IsADirectoryError):
+        fsutil.read_small(tmp_path, 9)
