@@ -565,12 +565,7 @@ class _Connection:
             stream_replication(self.sock, self.queue.log, cursor, self.queue.commits, rep,
                                self.gone, self.close_requested, self.config.send_timeout)
         except OSError as exc:
-            if exc.errno not in _FD_ERRORS:
-                raise
-            log.warning("stream_open_failed", error=os.strerror(exc.errno or 0))
-            send_all(self.sock, p.encode_error(StorageError(
-                "cannot open a partition: server is out of file descriptors; retry later")),
-                self.config.send_timeout)
+            self._open_failed(exc)
         finally:
             cursor.close()
             followers.pop(self.id, None)
@@ -604,16 +599,23 @@ class _Connection:
                 timeout,
             )
         except OSError as exc:
-            if exc.errno not in _FD_ERRORS:
-                raise
-            # Opening a partition failed: say so at this record boundary
-            # rather than close silently (item 7). The stream ends here, as
-            # at any error line; the connection stays usable.
-            log.warning("stream_open_failed", error=os.strerror(exc.errno or 0))
-            send_all(self.sock, p.encode_error(StorageError(
-                "cannot open a partition: server is out of file descriptors; retry later")),
-                config.send_timeout)
+            self._open_failed(exc)
         finally:
             cursor.close()
             if follow:
                 stats.tail_readers -= 1
+
+    def _open_failed(self, exc: OSError) -> None:
+        """A stream could not open a partition: say so at this record (or
+        frame) boundary rather than close silently (item 7). The stream ends
+        here, as at any error line; the connection stays usable.
+
+        Raises:
+            OSError: ``exc``, when it is not a lack of file descriptors.
+        """
+        if exc.errno not in _FD_ERRORS:
+            raise exc
+        log.warning("stream_open_failed", error=os.strerror(exc.errno or 0))
+        send_all(self.sock, p.encode_error(StorageError(
+            "cannot open a partition: server is out of file descriptors; retry later")),
+            self.config.send_timeout)

@@ -32,6 +32,20 @@ import pytest
 STARTUP_TIMEOUT = 15.0
 
 
+def _log_lines(proc: subprocess.Popen[bytes], logs: list[dict[str, Any]],
+               lock: threading.Lock) -> Iterator[dict[str, Any]]:
+    """Each JSON line ``proc`` writes to stderr, kept in ``logs``; other lines as ``stderr`` events."""
+    assert proc.stderr is not None
+    for raw in proc.stderr:
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            entry = {"event": "stderr", "line": raw.decode(errors="replace").rstrip()}
+        with lock:
+            logs.append(entry)
+        yield entry
+
+
 class LogdServer:
     def __init__(self, data_dir: Path, flags: tuple[str, ...], nofile: tuple[int, int] | None = None,
                  env: dict[str, str] | None = None) -> None:
@@ -70,14 +84,7 @@ class LogdServer:
         return self
 
     def _pump(self, proc: subprocess.Popen[bytes], listening: threading.Event) -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                entry = {"event": "stderr", "line": raw.decode(errors="replace").rstrip()}
-            with self._lock:
-                self.logs.append(entry)
+        for entry in _log_lines(proc, self.logs, self._lock):
             if entry.get("event") == "listening" and "port" in entry:
                 self.host, self.port = entry["host"], entry["port"]
                 listening.set()
@@ -198,14 +205,8 @@ class Follower:
         return self
 
     def _pump(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                entry = {"event": "stderr", "line": raw.decode(errors="replace").rstrip()}
-            with self._lock:
-                self.logs.append(entry)
+        for _ in _log_lines(proc, self.logs, self._lock):
+            pass
 
     def events(self, name: str) -> list[dict[str, Any]]:
         with self._lock:
