@@ -19,8 +19,10 @@ class FollowerConfig(_Table):
 
     PROGRAM = "logd-follower"
 
-    primary: str = _setting("", _text, "the primary to copy: HOST:PORT (or a unix socket path)")
-    data_dir: str = _setting("", _text, "the copy's data directory (its own; never the primary's)")
+    primary: str = _setting("", _text, "the primary to copy: HOST:PORT (or a unix socket path)",
+                            shown="required")
+    data_dir: str = _setting("", _text, "the copy's data directory (its own; never the primary's)",
+                             shown="required")
     fsync: FsyncPolicy = _setting(FsyncPolicy(FsyncMode.ALWAYS), _fsync,
                                   "always | interval:<ms> | never: when written bytes are fsynced "
                                   "(and reported to the primary as synced)")

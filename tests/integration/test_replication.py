@@ -252,3 +252,28 @@ def test_follower_hello_over_the_wire_refuses_a_follower_ahead(logd_server):
     assert line.startswith(b"ERR_CLIENT DIVERGED the follower is ahead of the primary")
     assert line.endswith(b"(partition=1 offset=100000 id=500)\r\n")
     sock.close()
+
+
+def test_a_corrupt_record_on_the_primary_is_never_written(logd_server, follower):
+    from .test_client import flip_byte
+
+    srv = logd_server()
+    w = Wire(srv.host, srv.port, 10.0)
+    for i in range(1, 41):
+        w.cmd("MSG", b"record-%04d" % i)
+    for _ in range(40):
+        assert w.line().startswith(b"OK ")
+    w.close()
+    assert srv.stop() == 0
+    flip_byte(srv.data_dir, b"record-0020", 7)
+    bad = logd_server("--allow-corrupt", "--verify-on-start", "full", data_dir=srv.data_dir)
+    f = follower(bad.addr)
+    lost = wait_for(lambda: [e for e in f.events("link_lost") if "record 20" in e["error"]],
+                    timeout=30, what="the stream ended before record 20")
+    assert "CORRUPT" in lost[0]["error"] or "fails its checks" in lost[0]["error"]
+    (name,) = digests(srv.data_dir)
+    primary = (srv.data_dir / name).read_bytes()
+    copy = (f.data_dir / name).read_bytes()
+    assert copy == primary[: primary.index(b"+20 ")]  # records 1-19, byte for byte, and no more
+    assert f.proc.poll() is None  # it keeps retrying: the primary may be repaired
+    assert f.stop() == 0

@@ -206,3 +206,18 @@ def test_handshake_refusals(tmp_path: Path) -> None:
     with pytest.raises(NotRetained, match="partition 1 is no longer retained"):
         handlers.handle(Replicate(1, 0, 0, _hello(log, 0, None)), PEER)
     log.close()
+
+
+def test_follower_settings_share_the_table_machinery(tmp_path: Path) -> None:
+    from follower.config import FollowerConfig
+    from logd.config import ConfigError, FsyncMode, load_table
+
+    toml = tmp_path / "f.toml"
+    toml.write_text('primary = "10.0.0.1:1774"\nfsync = "interval:20"\n')
+    config = load_table(str(toml), {"data_dir": "/copy", "fsync": None}, FollowerConfig)
+    assert (config.primary, config.data_dir) == ("10.0.0.1:1774", "/copy")
+    assert config.fsync.mode is FsyncMode.INTERVAL and config.fsync.interval_ms == 20
+    with pytest.raises(ConfigError, match="logd-follower --help"):
+        load_table(None, {"partition_size": "1k"}, FollowerConfig)  # a server-only setting
+    with pytest.raises(ConfigError, match="--fsync"):
+        load_table(None, {"fsync": "sometimes"}, FollowerConfig)
