@@ -277,3 +277,44 @@ def test_a_corrupt_record_on_the_primary_is_never_written(logd_server, follower)
     assert copy == primary[: primary.index(b"+20 ")]  # records 1-19, byte for byte, and no more
     assert f.proc.poll() is None  # it keeps retrying: the primary may be repaired
     assert f.stop() == 0
+
+
+def test_primary_with_fewer_records_is_refused_as_diverged(logd_server, follower, tmp_path):
+    import shutil
+
+    srv = logd_server(*SMALL)
+    write_many(srv, 100)
+    port = srv.port
+    assert srv.stop() == 0
+    snapshot = tmp_path / "older"
+    shutil.copytree(srv.data_dir, snapshot)  # the same history, 100 records
+    srv.restart(*SMALL, "--port", str(port))
+    write_many(srv, 200, 100)
+    f = follower(srv.addr)
+    wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=30, what="catch-up")
+    before = digests(f.data_dir)
+    assert srv.stop() == 0
+    # It comes back without the last 200 records (say, writes it had not fsynced).
+    logd_server(*SMALL, "--port", str(port), data_dir=snapshot)
+    assert f.wait_exit(30) == 11
+    assert digests(f.data_dir) == before
+    reason = f.events("replication_refused")[-1]["reason"]
+    assert "ahead of the primary" in reason
+
+
+def test_follower_rides_out_primary_restarts_under_load(logd_server, follower):
+    srv = logd_server(*SMALL)
+    port = srv.port
+    write_many(srv, 300)
+    f = follower(srv.addr, "--max-backoff", "0.5")
+    wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=30, what="catch-up")
+    for round_ in range(3):
+        write_many(srv, 300, 300 * (round_ + 1), 3)
+        assert srv.stop() == 0
+        srv.restart(*SMALL, "--port", str(port))
+    write_many(srv, 300, 1200)
+    wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=60, what="equal after restarts")
+    s = stats(srv)
+    assert (s["replication_full_copies"], s["replication_partial_resumes"]) == (0, 1), f.logs[-30:]
+    assert len(f.events("link_lost")) >= 3 and f.proc.poll() is None
+    assert f.stop() == 0
