@@ -242,8 +242,46 @@ def _setting(default: T, parse: Callable[[Any], T], help: str, *, show: Callable
 MiB = 1 << 20
 
 
+class _Table:
+    """What a settings table does: ``with_overrides``. ServerConfig and the
+    follower's FollowerConfig are both tables of ``_setting`` rows."""
+
+    PROGRAM = "logd serve"
+
+    def with_overrides(self: "C", values: dict[str, Any], source: str = "") -> "C":
+        """Apply ``values`` (TOML keys or flag names); None means "not given".
+
+        Raises:
+            ConfigError: an unknown key or a bad value, named as
+                ``<source>: <key>: ...`` (or ``--<flag>: ...`` without a source).
+        """
+        by_name = {s.name: s for s in settings_of(type(self))}
+        clean: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            where = f"{source}: {key}" if source else f"--{name.replace('_', '-')}"
+            setting = by_name.get(name)
+            if setting is None:
+                raise ConfigError(f"{where}: unknown setting ({self.PROGRAM} --help lists them)")
+            if value is None:
+                continue
+            try:
+                clean[name] = setting.parse(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        return dataclasses.replace(self, **clean)  # type: ignore[type-var]
+
+
+C = TypeVar("C", bound=_Table)
+
+
+def settings_of(table: type[_Table]) -> tuple[Setting, ...]:
+    """A table's rows, in order."""
+    return tuple(f.metadata["setting"]._replace(name=f.name) for f in fields(table))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(_Table):
     """Every setting of ``logd serve``, one row each: type, default, parser, help.
 
     Flags, TOML keys and ``--help`` all come from these rows; a new setting is
@@ -292,40 +330,22 @@ class ServerConfig:
     log_format: str = _setting("auto", _choice("auto", "json", "console"),
                                "auto: JSON lines off a terminal, human-readable on one")
 
-    def with_overrides(self, values: dict[str, Any], source: str = "") -> "ServerConfig":
-        """Apply ``values`` (TOML keys or flag names); None means "not given".
 
-        Raises:
-            ConfigError: an unknown key or a bad value, named as
-                ``<source>: <key>: ...`` (or ``--<flag>: ...`` without a source).
-        """
-        clean: dict[str, Any] = {}
-        for key, value in values.items():
-            name = key.replace("-", "_")
-            where = f"{source}: {key}" if source else f"--{name.replace('_', '-')}"
-            setting = _BY_NAME.get(name)
-            if setting is None:
-                raise ConfigError(f"{where}: unknown setting (logd serve --help lists them)")
-            if value is None:
-                continue
-            try:
-                clean[name] = setting.parse(value)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
-        return dataclasses.replace(self, **clean)
-
-
-SETTINGS: tuple[Setting, ...] = tuple(f.metadata["setting"]._replace(name=f.name) for f in fields(ServerConfig))
-_BY_NAME = {s.name: s for s in SETTINGS}
+SETTINGS: tuple[Setting, ...] = settings_of(ServerConfig)
 
 
 def load(path: str | None, flags: dict[str, Any]) -> ServerConfig:
+    """``logd serve``'s settings: see ``load_table``."""
+    return load_table(path, flags, ServerConfig)
+
+
+def load_table(path: str | None, flags: dict[str, Any], table: type[C]) -> C:
     """Defaults, then the TOML file at ``path``, then the flags that were given.
 
     Raises:
         ConfigError: the file cannot be read or parsed, or a value is bad.
     """
-    config = ServerConfig()
+    config = table()
     if path:
         try:
             with open(path, "rb") as f:

@@ -22,6 +22,7 @@ __all__ = [
     "NotRetained",
     "Refused",
     "Forbidden",
+    "Diverged",
     "ServerError",
     "StorageError",
     "DiskFull",
@@ -117,6 +118,22 @@ class Forbidden(ClientError):
 # -- server-side failures: ERR -------------------------------------------------
 
 
+class Diverged(ClientError):
+    """REPLICATE: the follower's copy is not a prefix of this log (another
+    history, or ahead of it, or its last record differs). Names the point."""
+
+    code = "DIVERGED"
+
+    def __init__(self, message: str = "", partition: int = 0, offset: int = 0, id: int = 0) -> None:
+        super().__init__(message)
+        self.partition = partition
+        self.offset = offset
+        self.id = id
+
+    def reason(self) -> str:
+        return f"{self.code} {self.message} (partition={self.partition} offset={self.offset} id={self.id})"
+
+
 class ServerError(LogdError):
     kind = "ERR"
     code = "INTERNAL"
@@ -198,6 +215,7 @@ CLASSES: dict[str, type[LogdError]] = {
         NotRetained,
         Refused,
         Forbidden,
+        Diverged,
         ServerError,
         StorageError,
         DiskFull,
@@ -231,4 +249,8 @@ def from_reply(kind: str, reason: str) -> LogdError:
         return cls(message, first=int(ids["first"]), head=int(ids["head"]))
     if cls is Refused:
         return Refused(message, primary=fields.get("primary"))
+    if cls is Diverged:
+        m = re.search(r"\s*\(partition=(\d{1,19}) offset=(\d{1,19}) id=(\d{1,19})\)$", message)
+        if m:
+            return Diverged(message[: m.start()], *map(int, m.groups()))
     return cls(message)

@@ -35,8 +35,10 @@ from . import protocol as p
 from . import stats as st
 from .admin import AdminPolicy
 from .config import ServerConfig
-from .errors import ClientError, ProtocolError, StorageError, TooManyClients
+from .errors import ClientError, InvalidArgument, ProtocolError, StorageError, TooManyClients
 from .events import CloseAfter, EventQueue, Peer, Stream
+from .events.handlers import FollowerState, Replication
+from .replicate import stream_replication
 from .stream import SendTimeout, send_all, stream_records
 
 __all__ = ["Listener", "tcp_listener", "unix_listener"]
@@ -288,6 +290,7 @@ class _Connection:
         self.reader_waiting = False  # the reader is blocked on a full pipeline
         self.reader: Any = None
         self.writer: Any = None
+        self.follower: FollowerState | None = None  # while a REPLICATE stream runs
 
     def run(self) -> None:
         self.reader = gevent.getcurrent()
@@ -442,6 +445,10 @@ class _Connection:
                     if isinstance(command, p.NeedData):
                         break
                     completed = True
+                    if type(command) is p.Ack:
+                        # A follower's report: no reply, so no pipeline slot.
+                        self._ack(out, command)
+                        continue
                     if type(command) is p.Close:
                         # Ends a follow now, instead of queueing behind it forever.
                         self.close_requested.set()
@@ -456,6 +463,16 @@ class _Connection:
             if not data:
                 return _EOF
         return _BROKEN
+
+    def _ack(self, out: list[bytes], ack: p.Ack) -> None:
+        follower = self.follower
+        if follower is None:
+            self._reply(out, _Ready(p.encode_error(InvalidArgument(
+                "ACK is only valid on a REPLICATE stream"))))
+            return
+        follower.written = (ack.partition, ack.offset, ack.id)
+        follower.synced = (ack.synced_partition, ack.synced_offset, ack.synced_id)
+        follower.last_report = time.time()
 
     def _end_with(self, line: bytes) -> None:
         """Queue a last line after every reply due; the writer then closes."""
@@ -531,7 +548,29 @@ class _Connection:
                 return
             if type(reply) is Stream:
                 self._stream(reply)
+            elif type(reply) is Replication:
+                self._replicate(reply)
             self.writer_busy = False
+
+    def _replicate(self, rep: Replication) -> None:
+        followers = self.queue.handlers.followers
+        hello = rep.follower
+        self.follower = followers[self.id] = FollowerState(self.peer.addr, hello.name if hello else "")
+        if hello is not None:
+            # What it says it has; its ACKs say more.
+            self.follower.written = (rep.partition, rep.offset, rep.next_id - 1)
+        # The handler checked that the log has partitions: its cursors are file cursors.
+        cursor: Any = self.queue.log.cursor(rep.next_id)
+        try:
+            stream_replication(self.sock, self.queue.log, cursor, self.queue.commits, rep,
+                               self.gone, self.close_requested, self.config.send_timeout)
+        except OSError as exc:
+            self._open_failed(exc)
+        finally:
+            cursor.close()
+            followers.pop(self.id, None)
+            self.follower = None
+            log.info("replication_ended")
 
     def _stream(self, stream: Stream) -> None:
         stats = self.listener.stats
@@ -560,16 +599,23 @@ class _Connection:
                 timeout,
             )
         except OSError as exc:
-            if exc.errno not in _FD_ERRORS:
-                raise
-            # Opening a partition failed: say so at this record boundary
-            # rather than close silently (item 7). The stream ends here, as
-            # at any error line; the connection stays usable.
-            log.warning("stream_open_failed", error=os.strerror(exc.errno or 0))
-            send_all(self.sock, p.encode_error(StorageError(
-                "cannot open a partition: server is out of file descriptors; retry later")),
-                config.send_timeout)
+            self._open_failed(exc)
         finally:
             cursor.close()
             if follow:
                 stats.tail_readers -= 1
+
+    def _open_failed(self, exc: OSError) -> None:
+        """A stream could not open a partition: say so at this record (or
+        frame) boundary rather than close silently (item 7). The stream ends
+        here, as at any error line; the connection stays usable.
+
+        Raises:
+            OSError: ``exc``, when it is not a lack of file descriptors.
+        """
+        if exc.errno not in _FD_ERRORS:
+            raise exc
+        log.warning("stream_open_failed", error=os.strerror(exc.errno or 0))
+        send_all(self.sock, p.encode_error(StorageError(
+            "cannot open a partition: server is out of file descriptors; retry later")),
+            self.config.send_timeout)

@@ -24,6 +24,7 @@ import os
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import CorruptLogError, InvalidArgument, NotRetained
+from ..record import Header, RecordError, pread_header
 from .partition import Partition, id_at
 
 if TYPE_CHECKING:
@@ -84,6 +85,40 @@ class Cursor:
             return self._part.number, self._offset
         p, offset = self._reader.locate(self.next_id)
         return p.number, offset
+
+    @property
+    def partition(self) -> tuple[int, int] | None:
+        """``(number, first id)`` of the partition the cursor is in, once entered
+        (REPLICATE names it in its frames as the ranges move on)."""
+        p = self._part
+        return (p.number, p.first_id) if p is not None else None
+
+    def header_before(self) -> Header | None:
+        """The header of record ``next_id - 1`` (REPLICATE compares its CRC with a
+        follower's last record), or None when it is not retained.
+
+        Raises:
+            CorruptLogError: its index points at no such record.
+        """
+        reader = self._reader
+        id = self.next_id - 1
+        if id < max(1, reader.first_id()):
+            return None
+        p, offset = reader.locate(id)
+        try:
+            fd = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None  # deleted by retention since
+        try:
+            h = pread_header(fd, offset)
+        except RecordError:
+            h = None
+        finally:
+            os.close(fd)
+        if h is None or h.id != id:
+            raise CorruptLogError(f"record {id} not found at partition {p.number} offset {offset}",
+                                  partition=p.number, offset=offset, id=id)
+        return h
 
     # -- reading ----------------------------------------------------------------------
 

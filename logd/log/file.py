@@ -48,6 +48,8 @@ from ..record import encode_batch
 from .index import SparseIndex
 from .lock import WriterLock
 from .meta import Meta, adopt
+from .meta import new as new_meta
+from .meta import save as save_meta
 from .partition import Partition, parse_name, partition_name
 from .marks import (CLEAN_MARKER, CleanEntry, RecoveryPoint, read_clean, read_recovery_point,
                     write_clean, write_recovery_point)
@@ -110,11 +112,13 @@ class FileLog(LogReader):
         verify: str = "auto",
         allow_corrupt: bool = False,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
+        program: str | None = None,
     ) -> None:
         # Called with each `verifying` line's fields (every PROGRESS_EVERY s while
         # the open verifies). It may raise to abort the open: it is called only
         # while a partition is being read, before anything of it is written.
         self._on_progress = on_progress
+        self._program = program  # who the lock file names (None: this process's command)
         self.partition_size = partition_size
         self.fsync_enabled = fsync
         self._fsync = fsync_func
@@ -137,7 +141,7 @@ class FileLog(LogReader):
     def _open(self) -> None:
         """The writer's open: take the lock, then recover (verify and repair)."""
         os.makedirs(self.directory, exist_ok=True)
-        lock = self._lock = WriterLock.acquire(self.directory)  # raises DirectoryLocked, naming the holder
+        lock = self._lock = WriterLock.acquire(self.directory, self._program)  # raises DirectoryLocked, naming the holder
         try:
             self.meta: Meta = adopt(self.directory)  # before any repair: a bad meta file stops the open
             self._recover()
@@ -325,6 +329,74 @@ class FileLog(LogReader):
         p = self._partitions[-1]
         if p.size and p.size + len(data) > self.partition_size:
             p = self._roll(first)
+        return self._write(p, first, data, sizes)
+
+    def append_records(self, first: int, data: bytes, sizes: Sequence[int]) -> int:
+        """Append records already encoded and verified (a follower copying its
+        primary's bytes): ``data`` holds ``len(sizes)`` whole MSGs, ids from
+        ``first``. Never rolls: the primary says where partitions begin
+        (``roll_to``). Returns the last id.
+
+        Raises:
+            ValueError: ``first`` is not the next id.
+            DiskFull, StorageError: as ``append``.
+        """
+        if self._failed is not None:
+            raise self._failed
+        if first != self._head + 1:
+            raise ValueError(f"records from {first} do not follow the head {self._head}")
+        return self._write(self._partitions[-1], first, data, list(sizes))
+
+    def roll_to(self, number: int, first_id: int) -> None:
+        """Begin partition ``number`` at id ``first_id``, as the primary did.
+
+        The active partition is sealed, unless it is the only one and empty (a
+        new copy starting where the primary's retained log starts): then it is
+        replaced by the one named.
+
+        Raises:
+            ValueError: it does not follow the active partition and the head.
+            StorageError: the file could not be made.
+        """
+        active = self._partitions[-1]
+        if len(self._partitions) == 1 and active.size == 0:
+            if (number, first_id) == (active.number, active.first_id):
+                return
+            new = self._new_partition(number, first_id)
+            fd = os.open(new.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            os.close(self._fd)
+            os.unlink(active.path)
+            self._remove_index(active)
+            self._fd = fd
+            self._partitions[:] = [new]
+            self._firsts[:] = [first_id]
+            self._head = self._synced = first_id - 1
+            self._synced_pos = (number, 0)
+            return
+        if number != active.number + 1 or first_id != self._head + 1:
+            raise ValueError(f"partition {number} from id {first_id} does not follow partition "
+                             f"{active.number} (which ends at id {self._head})")
+        self._roll(first_id)
+
+    def adopt_history(self, history: str) -> None:
+        """Make this (still empty) copy part of ``history``: a follower's first
+        copy takes its primary's. Never on a log with records.
+
+        Raises:
+            ValueError: the log has records.
+            StorageError: the meta file could not be written.
+        """
+        if self._head or len(self._partitions) > 1:
+            raise ValueError("a log with records keeps its history")
+        meta = new_meta(history=history, role="replica")
+        try:
+            save_meta(self.directory, meta)
+        except OSError as exc:
+            raise StorageError(f"cannot write the metadata file: {exc.strerror or exc}") from exc
+        self.meta = meta
+        log.info("history_adopted", history=history)
+
+    def _write(self, p: Partition, first: int, data: bytes, sizes: list[int]) -> int:
         start = p.size
         try:
             written = os.write(self._fd, data)

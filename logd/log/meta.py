@@ -90,11 +90,12 @@ class Meta:
     epochs: tuple[tuple[int, int], ...]  # (epoch, first id), increasing
 
 
-def new(now: datetime | None = None) -> Meta:
-    """A fresh identity: format 1, a new UUID4 history, primary, epoch 1 from id 1."""
+def new(now: datetime | None = None, history: str | None = None, role: str = "primary") -> Meta:
+    """A fresh identity: format 1, a new UUID4 history (or ``history``: a
+    follower adopting its primary's), ``role``, epoch 1 from id 1."""
     now = now or datetime.now(timezone.utc)
     created = now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Meta(FORMAT, str(uuid.uuid4()), created, "primary", ((1, 1),))
+    return Meta(FORMAT, history or str(uuid.uuid4()), created, role, ((1, 1),))
 
 
 def encode(meta: Meta) -> bytes:

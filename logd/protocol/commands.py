@@ -36,6 +36,7 @@ __all__ = [
     "Msg",
     "Read",
     "Replicate",
+    "Ack",
     "Head",
     "Ping",
     "Close",
@@ -77,8 +78,27 @@ class Read:
 
 @dataclass(frozen=True, slots=True)
 class Replicate:
+    """``REPLICATE <start> [<end> [<offset> [<hello>]]]``: partitions ``start``
+    (0: the first retained) to ``end`` (0: keep streaming), from byte
+    ``offset`` of ``start``; ``hello`` is the follower's msgpack map (empty: an
+    anonymous reader), decoded by the handler (``replication.py``)."""
+
     start: int
     end: int = 0
+    offset: int = 0
+    hello: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A follower's report, on its REPLICATE connection: never answered."""
+
+    partition: int
+    offset: int
+    id: int
+    synced_partition: int
+    synced_offset: int
+    synced_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +136,7 @@ class Accept:
     partition: int = 0
 
 
-Command = Union[Msg, Read, Replicate, Head, Ping, Close, Shutdown, Stats, Refuse, Accept]
+Command = Union[Msg, Read, Replicate, Ack, Head, Ping, Close, Shutdown, Stats, Refuse, Accept]
 
 
 def _int_arg(name: str, raw: bytes) -> int:
@@ -158,6 +178,14 @@ def _ints(cls: Callable[..., Command], names: tuple[str, ...], required: int) ->
     return build
 
 
+def _build_replicate(args: list[bytes]) -> Replicate:
+    if not 1 <= len(args) <= 4:
+        raise InvalidArgument("usage: REPLICATE start [end [offset [hello]]]")
+    names = ("start", "end", "offset")
+    start, end, offset = [_int_arg(n, a) for n, a in zip(names, args[:3])] + [0] * (3 - min(3, len(args)))
+    return Replicate(start, end, offset, args[3] if len(args) == 4 else b"")
+
+
 def _build_stats(args: list[bytes]) -> Stats:
     if not args:
         return Stats()
@@ -169,7 +197,9 @@ def _build_stats(args: list[bytes]) -> Stats:
 _BUILDERS: dict[bytes, _Builder] = {
     b"MSG": _build_msg,
     b"READ": _ints(Read, ("start", "limit"), 1),
-    b"REPLICATE": _ints(Replicate, ("start", "end"), 1),
+    b"REPLICATE": _build_replicate,
+    b"ACK": _ints(Ack, ("partition", "offset", "id", "synced_partition", "synced_offset",
+                        "synced_id"), 6),
     b"HEAD": _no_args(Head),
     b"PING": _no_args(Ping),
     b"CLOSE": _no_args(Close),

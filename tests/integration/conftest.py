@@ -32,6 +32,20 @@ import pytest
 STARTUP_TIMEOUT = 15.0
 
 
+def _log_lines(proc: subprocess.Popen[bytes], logs: list[dict[str, Any]],
+               lock: threading.Lock) -> Iterator[dict[str, Any]]:
+    """Each JSON line ``proc`` writes to stderr, kept in ``logs``; other lines as ``stderr`` events."""
+    assert proc.stderr is not None
+    for raw in proc.stderr:
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            entry = {"event": "stderr", "line": raw.decode(errors="replace").rstrip()}
+        with lock:
+            logs.append(entry)
+        yield entry
+
+
 class LogdServer:
     def __init__(self, data_dir: Path, flags: tuple[str, ...], nofile: tuple[int, int] | None = None,
                  env: dict[str, str] | None = None) -> None:
@@ -70,14 +84,7 @@ class LogdServer:
         return self
 
     def _pump(self, proc: subprocess.Popen[bytes], listening: threading.Event) -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                entry = {"event": "stderr", "line": raw.decode(errors="replace").rstrip()}
-            with self._lock:
-                self.logs.append(entry)
+        for entry in _log_lines(proc, self.logs, self._lock):
             if entry.get("event") == "listening" and "port" in entry:
                 self.host, self.port = entry["host"], entry["port"]
                 listening.set()
@@ -170,3 +177,69 @@ def logd_server(tmp_path: Path) -> Iterator[Callable[..., LogdServer]]:
         problems.extend(server.teardown())
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+# -- logd-follower processes (the replication issue) ----------------------------------
+
+
+class Follower:
+    """One ``python -m follower`` process copying ``primary`` into ``data_dir``;
+    its JSON log lines are kept in ``logs``. Restartable; the test judges exits."""
+
+    def __init__(self, primary: str, data_dir: Path, flags: tuple[str, ...]) -> None:
+        self.primary = primary
+        self.data_dir = data_dir
+        self.flags = flags
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> "Follower":
+        cmd = [sys.executable, "-m", "follower", "--primary", self.primary, "--data-dir",
+               str(self.data_dir), "--log-format", "json", *self.flags]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.procs.append(self.proc)
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        return self
+
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        for _ in _log_lines(proc, self.logs, self._lock):
+            pass
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in self.logs if e.get("event") == name]
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def teardown(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+@pytest.fixture
+def follower(tmp_path: Path) -> Iterator[Callable[..., Follower]]:
+    """``follower(primary_addr, *flags, data_dir=None)`` starts a logd-follower."""
+    started: list[Follower] = []
+
+    def start(primary: str, *flags: str, data_dir: Path | str | None = None) -> Follower:
+        directory = Path(data_dir) if data_dir else tmp_path / f"copy{len(started)}"
+        f = Follower(primary, directory, flags)
+        started.append(f)
+        return f.start()
+
+    yield start
+    for f in started:
+        f.teardown()

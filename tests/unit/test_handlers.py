@@ -233,10 +233,10 @@ def test_not_yet_implemented_commands_are_errors() -> None:
     assert server.request(b"PING\r\n") == PONG
 
 
-def test_not_yet_implemented_matches_the_docs() -> None:
+def test_replicate_needs_a_data_directory() -> None:
     handlers, _ = make()
     reply = Server(handlers).request(encode_command("REPLICATE", 1))
-    assert reply == b"ERR_CLIENT UNKNOWN REPLICATE is not implemented in this version\r\n"
+    assert reply == b"ERR_CLIENT UNKNOWN REPLICATE needs a log in a data directory\r\n"
 
 
 def test_invalid_argument_reply_code() -> None:

@@ -1,0 +1,41 @@
+"""The follower's settings: one table, as ``logd serve``'s (``logd.config``),
+feeding flags, TOML keys and ``--help``."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+# The row maker and value parsers are the table's machinery, shared on purpose.
+from logd.config import (FsyncMode, FsyncPolicy, Setting, _choice, _duration, _fsync, _setting, _size,
+                         _Table, _text, format_size, settings_of)
+
+__all__ = ["FollowerConfig", "SETTINGS"]
+
+
+@dataclass(frozen=True)
+class FollowerConfig(_Table):
+    """Every setting of ``logd-follower``, one row each."""
+
+    PROGRAM = "logd-follower"
+
+    primary: str = _setting("", _text, "the primary to copy: HOST:PORT (or a unix socket path)",
+                            shown="required")
+    data_dir: str = _setting("", _text, "the copy's data directory (its own; never the primary's)",
+                             shown="required")
+    fsync: FsyncPolicy = _setting(FsyncPolicy(FsyncMode.ALWAYS), _fsync,
+                                  "always | interval:<ms> | never: when written bytes are fsynced "
+                                  "(and reported to the primary as synced)")
+    index_interval: int = _setting(4096, _size(1), "bytes between sparse index entries", show=format_size)
+    name: str = _setting("", _text, "how the primary's STATS names this follower", factory=socket.gethostname,
+                         shown="the host name")
+    link_timeout: float = _setting(10.0, _duration, "reconnect when the primary sends nothing this long "
+                                   "(it sends a heartbeat every second)")
+    connect_timeout: float = _setting(5.0, _duration, "bound on each connection attempt")
+    max_backoff: float = _setting(5.0, _duration, "longest wait between reconnection attempts")
+    log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
+    log_format: str = _setting("auto", _choice("auto", "json", "console"),
+                               "auto: JSON lines off a terminal, human-readable on one")
+
+
+SETTINGS: tuple[Setting, ...] = settings_of(FollowerConfig)

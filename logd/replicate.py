@@ -1,0 +1,109 @@
+"""Sending REPLICATE streams: partition bytes to the socket by sendfile, framed.
+
+Like ``stream.py`` for READ, and with its ``send_all`` / ``send_file``: the
+stream asks its cursor (``log/cursor.py``) for the byte ranges of the
+committed ids (``events/commit.py``) and sends each as one ``+DATA`` frame
+header and one ``os.sendfile`` of exactly those bytes, never looking inside
+them. A range never straddles partitions and always ends where a committed
+MSG ends, so the follower can verify each frame whole and write it where the
+frame says. When the cursor moves into the next partition, ``+NEXT`` says so
+first; while nothing is committed, ``+HEAD`` goes out every ``heartbeat``
+seconds. The frames are in ``protocol/replication.py``.
+
+The backlog is the log on disk: nothing is buffered per follower. A follower
+that takes nothing for ``timeout`` seconds raises ``SendTimeout`` (dropped
+like a tail reader; it reconnects and resumes from its own tail).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any
+
+from gevent.event import Event
+
+from . import protocol as p
+from .errors import LogdError, ShuttingDown
+from .protocol import replication as rp
+from .stream import send_all, send_file
+
+if TYPE_CHECKING:
+    from .events.commit import Commits
+    from .events.handlers import Replication
+    from .log.cursor import Cursor  # a partition file's cursor: REPLICATE needs a data directory
+
+__all__ = ["stream_replication", "HEARTBEAT"]
+
+HEARTBEAT = 1.0  # seconds between +HEAD frames while idle
+
+
+def _end_before(log_: Any, end: int) -> int | None:
+    """The first id after partition ``end`` once that one is sealed, else None."""
+    if not end:
+        return None
+    for part in log_.partitions():
+        if part.number == end + 1:
+            return int(part.first_id)
+    return None
+
+
+def stream_replication(
+    sock: socket.socket,
+    log_: Any,
+    cursor: "Cursor",
+    commits: "Commits",
+    rep: "Replication",
+    gone: Event,
+    close_requested: Event | None,
+    timeout: float,
+    heartbeat: float = HEARTBEAT,
+) -> None:
+    """Send the hello, then frames from ``rep.partition:rep.offset`` on, until
+    partition ``rep.end`` is sent whole (``+EOF``; 0: follow).
+
+    Ends early, with a line that says why, on shutdown (``ERR SHUTDOWN``), on
+    an error the cursor raises (``NOTRETAINED``, ``CORRUPT``) and on
+    ``close_requested`` (``+EOF``); silently when the peer is ``gone``.
+    """
+    try:
+        cursor.seek_position(rep.partition, rep.offset)
+    except LogdError as exc:  # retention deleted it since the handler looked
+        send_all(sock, p.encode_error(exc), timeout)
+        return
+    send_all(sock, rep.hello, timeout)
+    current = cursor.partition
+    stops = [gone] + ([close_requested] if close_requested else [])
+    while True:
+        seen = commits.committed
+        if commits.stopped.is_set():
+            send_all(sock, p.encode_error(ShuttingDown("server is shutting down")), 1.0)
+            return
+        if gone.is_set():
+            return
+        target = seen + 1
+        stop_at = _end_before(log_, rep.end)
+        if stop_at is not None and stop_at < target:
+            target = stop_at
+        if target > cursor.next_id:
+            try:
+                for fd, offset, count in cursor.ranges(target):
+                    here = cursor.partition
+                    assert here is not None
+                    if here != current:
+                        send_all(sock, rp.encode_next(*here), timeout)
+                        current = here
+                    send_all(sock, rp.encode_data(here[0], offset, count), timeout)
+                    send_file(sock, fd, offset, count, timeout)
+            except LogdError as exc:
+                send_all(sock, p.encode_error(exc), timeout)
+                return
+        if (stop_at is not None and cursor.next_id >= stop_at) or (
+            close_requested is not None and close_requested.is_set()
+        ):
+            send_all(sock, p.EOF, timeout)
+            return
+        commits.wait(seen, *stops, timeout=heartbeat)
+        if commits.committed == seen and not commits.stopped.is_set() and not any(
+            e.is_set() for e in stops
+        ):
+            send_all(sock, rp.encode_head(seen, *commits.position), timeout)
