@@ -15,7 +15,9 @@ cannot fix by retrying stops the process: NOTRETAINED (exit 10) or DIVERGED
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 from typing import Any
 
 import gevent
@@ -26,6 +28,7 @@ from logd import backoff
 from logd.client.connection import parse_address
 from logd.config import FsyncMode
 from logd.errors import ConnectionLost, LogdError, StorageError
+from logd.log import status as status_file
 from logd.log.file import FileLog
 from logd.process import EXIT_FAILURE, Halt, Process
 from logd.protocol import NEED_DATA, encode_command
@@ -74,6 +77,7 @@ class Follower(Process):
         active = flog.partitions()[-1]
         self.synced = (active.number, active.size, flog.head())  # recovery fsynced it
         self.greenlets.append(gevent.spawn(self._link_loop))
+        self.greenlets.append(gevent.spawn(self._status_loop))
         if config.fsync.mode is FsyncMode.INTERVAL:
             self.greenlets.append(gevent.spawn(self._sync_loop, config.fsync.interval_ms / 1000))
         log.info("follower_started", data_dir=flog.directory, head=flog.head(),
@@ -84,6 +88,7 @@ class Follower(Process):
 
     def shutdown(self, halt: Halt) -> None:
         gevent.killall(self.greenlets)
+        self._save_status("stopped", halt.reason or "")
         if self._sock is not None:
             self._sock.close()
         if self.log is not None:
@@ -104,6 +109,26 @@ class Follower(Process):
             self.state = state
             log.info("link_state", state=state, **why)
             self.notify.status(self.status())
+            self._save_status(state)
+
+    def _save_status(self, state: str, reason: str = "") -> None:
+        """``follower.status`` for a read replica on this directory (log/status.py)."""
+        if self.log is None:
+            return
+        link = state.replace(" ", "_")
+        try:
+            status_file.save(self.log.directory, status_file.FollowerStatus(
+                primary=self.config.primary, link=link if link in status_file.LINKS else "unknown",
+                reason=reason, written=self._position(), fsynced=self.synced,
+                primary_head=self.primary_head, updated=time.time(), pid=os.getpid()))
+        except OSError as exc:
+            log.warning("status_not_written", error=str(exc))
+
+    def _status_loop(self) -> None:
+        # Once a second, well inside status.HEARTBEAT: a replica calls an older file stale.
+        while True:
+            gevent.sleep(1.0)
+            self._save_status(self.state)
 
     def _link_loop(self) -> None:
         failures = 0

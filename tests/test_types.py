@@ -1,4 +1,4 @@
-"""The package type-checks: ``python -m mypy`` with the ``[mypy]`` section of setup.cfg.
+"""The packages (logd, follower) type-check: ``python -m mypy`` with the ``[mypy]`` section of setup.cfg.
 
 Strict everywhere except the modules setup.cfg lists as not strict yet. Any
 error fails the test, except those in ``PENDING`` (empty now; kept for a

@@ -318,3 +318,40 @@ def test_follower_rides_out_primary_restarts_under_load(logd_server, follower):
     assert (s["replication_full_copies"], s["replication_partial_resumes"]) == (0, 1), f.logs[-30:]
     assert len(f.events("link_lost")) >= 3 and f.proc.poll() is None
     assert f.stop() == 0
+
+
+def test_a_read_replica_serves_what_the_follower_copies_and_names_the_primary(logd_server, follower):
+    """primary -> logd-follower -> logd serve --refuse: a tail on the replica gets
+    every message written on the primary, in order, and MSG there names the primary."""
+    import logd
+    from logd.errors import Refused
+
+    srv = logd_server(*SMALL)
+    write_many(srv, 200)
+    f = follower(srv.addr, "--fsync", "never")
+    wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=30, what="catch-up")
+    replica = logd_server("--refuse", data_dir=f.data_dir)
+    got: list[int] = []
+    done = threading.Event()
+
+    def tail() -> None:
+        with logd.connect(replica.addr, timeout=10) as client:
+            for rec in client.follow(1, idle_timeout=10):
+                got.append(rec.id)
+                if rec.id == 700:
+                    done.set()
+                    return
+
+    t = threading.Thread(target=tail, daemon=True)
+    t.start()
+    write_many(srv, 500, 200, 5)  # while the tail is open: across partition rolls
+    assert done.wait(30), f"the replica's tail got {len(got)} of 700"
+    t.join(10)
+    assert got == list(range(1, 701))
+    assert wait_for(lambda: stats(replica).get("link") == "streaming", timeout=10, what="link streaming")
+    with logd.connect(replica.addr) as client:
+        with pytest.raises(Refused) as info:
+            client.append(b"not here")
+    assert info.value.primary == srv.addr
+    assert stats(replica)["primary"] == srv.addr
+    assert replica.stop() == 0 and f.stop() == 0
