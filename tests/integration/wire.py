@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
+
+import msgpack
 
 from logd import protocol
+
+SMALL_WINDOW = 4096  # bytes: a receive buffer far smaller than any stream under test
 
 
 class Wire:
@@ -90,8 +95,33 @@ class Wire:
         self.buf += chunk
         return False
 
+    def stats(self) -> dict[str, Any]:
+        """STATS msgpack on this connection, decoded; AssertionError on any other reply
+        (an ERR MAXCLIENTS, say), with the reply in the message."""
+        self.cmd("STATS", "msgpack")
+        header = self.line()
+        assert header.startswith(b"OK "), f"STATS answered {header!r}"
+        body = self.read_exact(int(header[3:-2]) + 2)
+        assert body.endswith(b"\r\n"), body[-20:]
+        return msgpack.unpackb(body[:-2])
+
     def close(self) -> None:
         self.sock.close()
+
+
+def wire(server: Any, timeout: float = 10.0) -> Wire:
+    """A Wire to a ``logd_server`` fixture's TCP address."""
+    return Wire(server.host, server.port, timeout)
+
+
+def small_window(server: Any, timeout: float = 5.0) -> socket.socket:
+    """A raw socket with a small receive buffer, set before connecting so the
+    TCP window is small from the start: a peer that reads slowly, or never."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_WINDOW)
+    s.settimeout(timeout)
+    s.connect((server.host, server.port))
+    return s
 
 
 def records(body: bytes) -> list[tuple[int, bytes]]:
