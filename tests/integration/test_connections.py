@@ -91,13 +91,19 @@ def test_replies_after_a_read_come_after_its_stream_on_half_close(logd_server):
     assert_serves(srv)
 
 
-def test_follow_on_a_half_closed_connection_keeps_following(logd_server):
-    srv = logd_server()
-    write(srv, b"old")
+def _half_closed_follower(srv, first: bytes) -> Wire:
+    """A follow from id 1 whose sending side is closed, past its first record."""
+    write(srv, first)
     w = wire(srv)
     w.send(b"READ 1 0\r\n")
     w.sock.shutdown(socket.SHUT_WR)  # nc -N: stdin ended, the output still matters
-    assert w.read_until(encode(1, b"old")) == b"OK\r\n" + encode(1, b"old")
+    assert w.read_until(encode(1, first)) == b"OK\r\n" + encode(1, first)
+    return w
+
+
+def test_follow_on_a_half_closed_connection_keeps_following(logd_server):
+    srv = logd_server()
+    w = _half_closed_follower(srv, b"old")
     write(srv, b"new")
     assert w.read_until(encode(2, b"new")) == encode(2, b"new")
     assert stats(srv)["tail_readers"] == 1
@@ -109,11 +115,7 @@ def test_follow_on_a_half_closed_connection_keeps_following(logd_server):
 
 def test_half_closed_follow_ends_with_err_shutdown_on_sigterm(logd_server):
     srv = logd_server()
-    write(srv, b"one")
-    w = wire(srv)
-    w.send(b"READ 1 0\r\n")
-    w.sock.shutdown(socket.SHUT_WR)
-    assert w.read_until(encode(1, b"one")) == b"OK\r\n" + encode(1, b"one")
+    w = _half_closed_follower(srv, b"one")
     assert srv.stop() == 0
     assert w.read_to_close() == b"ERR SHUTDOWN server is shutting down\r\n"
 
@@ -276,7 +278,9 @@ def test_read_that_cannot_open_a_partition_gets_an_error_line(logd_server):
     reader.cmd("READ", 1, 40)
     got = reader.read_until(b"\r\n", timeout=10)
     rest = reader.read_until(b"\r\n", timeout=10)
-    while rest.startswith(b"+") and b"EOF" not in rest:
+    for _ in range(40):  # records before the error line, if any: at most the 40 asked for
+        if not rest.startswith(b"+") or b"EOF" in rest:
+            break
         reader.read_until(b"\r\n")  # the body
         rest = reader.read_until(b"\r\n")
     assert got == b"OK\r\n"
@@ -304,22 +308,9 @@ def test_bounded_read_waits_for_a_paused_reader_but_a_tail_reader_is_dropped(log
     time.sleep(1.5)  # a negative check: the paused bounded READ outlives the send timeout
     assert stats(srv)["slow_readers_dropped"] == 1
     # The reader comes back: every record arrives, then +EOF.
-    paused.settimeout(20)
-    parser = protocol.ReplyParser()
-    data = b""
-    while not data.endswith(b"+EOF\r\n"):
-        chunk = paused.recv(1 << 20)
-        assert chunk, "paused reader was dropped"
-        data += chunk
+    data = Wire.adopt(paused, timeout=30).read_until(b"+EOF\r\n")  # fails if it was dropped
     assert data.startswith(b"OK\r\n")
-    parser.receive_data(data[4:])
-    ids = []
-    while True:
-        item = parser.next_record()
-        if isinstance(item, protocol.Eof):
-            break
-        ids.append(item.id)
-    assert ids == list(range(1, 2001))
+    assert [i for i, _ in records(data[4:])] == list(range(1, 2001))
     tail.close()
     paused.close()
     assert_serves(srv)
