@@ -6,7 +6,6 @@ redis-server and logd server and are skipped when either is missing.
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 from zlib import crc32
@@ -20,18 +19,14 @@ sys.path.insert(0, str(HERE.parent))
 import wire  # noqa: E402
 from wire import LogdCodec, RedisCodec, ReplyError  # noqa: E402
 
+from tests.chunkers import bytewise, random_chunks  # noqa: E402
+
 
 def chunkings(data: bytes, seed: int = 1):
     """The same bytes whole, byte by byte, and in random chunks."""
     yield [data]
-    yield [data[i : i + 1] for i in range(len(data))]
-    rnd = random.Random(seed)
-    out, i = [], 0
-    while i < len(data):
-        n = rnd.randint(1, 40)
-        out.append(data[i : i + n])
-        i += n
-    yield out
+    yield list(bytewise(data))
+    yield list(random_chunks(data, seed, largest=40))
 
 
 def drive(reader, chunks):

@@ -288,6 +288,7 @@ class _Connection:
         self.writer_busy = False
         self.command_began = 0.0  # when the first byte of the incomplete command came
         self.reader_waiting = False  # the reader is blocked on a full pipeline
+        self.dropped_slow = False  # counted in slow_readers_dropped already
         self.reader: Any = None
         self.writer: Any = None
         self.follower: FollowerState | None = None  # while a REPLICATE stream runs
@@ -376,8 +377,12 @@ class _Connection:
         return False
 
     def _note_send_failure(self, exc: BaseException) -> None:
-        # A peer that went away needs no note; one that stopped reading does.
-        if isinstance(exc, SendTimeout):
+        # A peer that went away needs no note; one that stopped reading does,
+        # once: its writer blocks on the full socket and its reader, refilling
+        # the pipeline the writer just took from, blocks in the same instant;
+        # both time out in the same loop turn, before the writer's kill lands.
+        if isinstance(exc, SendTimeout) and not self.dropped_slow:
+            self.dropped_slow = True
             self.listener.stats.incr(st.SLOW_READERS_DROPPED)
             log.info("slow_reader_dropped", send_timeout=self.config.send_timeout)
 

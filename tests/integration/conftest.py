@@ -61,6 +61,7 @@ class LogdServer:
         self.port = 0
         self._lock = threading.Lock()
         self._listening = threading.Event()
+        self._pumps: list[threading.Thread] = []  # one stderr reader per process
 
     @property
     def addr(self) -> str:
@@ -77,7 +78,9 @@ class LogdServer:
                                      stderr=subprocess.PIPE, start_new_session=True, preexec_fn=limit,
                                      env={**os.environ, **self.env} if self.env else None)
         self.procs.append(self.proc)
-        threading.Thread(target=self._pump, args=(self.proc, listening), daemon=True).start()
+        pump = threading.Thread(target=self._pump, args=(self.proc, listening), daemon=True)
+        self._pumps.append(pump)
+        pump.start()
         if not listening.wait(STARTUP_TIMEOUT) or self.proc.poll() is not None:
             self.kill()
             raise RuntimeError(f"logd did not start: {self.logs[-5:]}")
@@ -91,6 +94,11 @@ class LogdServer:
         listening.set()  # exited: let start() fail fast instead of waiting
 
     def events(self, name: str) -> list[dict[str, Any]]:
+        if self.proc is not None and self.proc.poll() is not None:
+            # Exited: its last lines may still be in the pipe. Read them all
+            # first, so a test that waited for the exit sees every line.
+            for pump in self._pumps:
+                pump.join(5.0)
         with self._lock:
             return [e for e in self.logs if e.get("event") == name]
 

@@ -9,19 +9,14 @@ import socket
 import struct
 import time
 
-import msgpack
 import pytest
 
 from logd import protocol
 from logd.record import encode
 
-from .wire import Wire, records
+from .wire import Wire, records, small_window, wire
 
 pytestmark = pytest.mark.integration
-
-
-def wire(server, timeout: float = 10.0) -> Wire:
-    return Wire(server.host, server.port, timeout)
 
 
 def assert_serves(server, deadline: float = 10.0) -> None:
@@ -43,12 +38,12 @@ def assert_serves(server, deadline: float = 10.0) -> None:
 
 
 def stats(server) -> dict:
+    """STATS over a connection of its own (not for a server at --max-clients)."""
     w = wire(server)
-    w.cmd("STATS", "msgpack")
-    header = w.line()
-    data = msgpack.unpackb(w.read_exact(int(header[3:-2]) + 2)[:-2])
-    w.close()
-    return data
+    try:
+        return w.stats()
+    finally:
+        w.close()
 
 
 def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
@@ -96,13 +91,19 @@ def test_replies_after_a_read_come_after_its_stream_on_half_close(logd_server):
     assert_serves(srv)
 
 
-def test_follow_on_a_half_closed_connection_keeps_following(logd_server):
-    srv = logd_server()
-    write(srv, b"old")
+def _half_closed_follower(srv, first: bytes) -> Wire:
+    """A follow from id 1 whose sending side is closed, past its first record."""
+    write(srv, first)
     w = wire(srv)
     w.send(b"READ 1 0\r\n")
     w.sock.shutdown(socket.SHUT_WR)  # nc -N: stdin ended, the output still matters
-    assert w.read_until(encode(1, b"old")) == b"OK\r\n" + encode(1, b"old")
+    assert w.read_until(encode(1, first)) == b"OK\r\n" + encode(1, first)
+    return w
+
+
+def test_follow_on_a_half_closed_connection_keeps_following(logd_server):
+    srv = logd_server()
+    w = _half_closed_follower(srv, b"old")
     write(srv, b"new")
     assert w.read_until(encode(2, b"new")) == encode(2, b"new")
     assert stats(srv)["tail_readers"] == 1
@@ -114,11 +115,7 @@ def test_follow_on_a_half_closed_connection_keeps_following(logd_server):
 
 def test_half_closed_follow_ends_with_err_shutdown_on_sigterm(logd_server):
     srv = logd_server()
-    write(srv, b"one")
-    w = wire(srv)
-    w.send(b"READ 1 0\r\n")
-    w.sock.shutdown(socket.SHUT_WR)
-    assert w.read_until(encode(1, b"one")) == b"OK\r\n" + encode(1, b"one")
+    w = _half_closed_follower(srv, b"one")
     assert srv.stop() == 0
     assert w.read_to_close() == b"ERR SHUTDOWN server is shutting down\r\n"
 
@@ -151,10 +148,7 @@ def test_partial_timeout_bounds_the_whole_command_not_each_byte(logd_server):
 
 
 def _never_reads(server, request: bytes) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect((server.host, server.port))
-    s.settimeout(5)
+    s = small_window(server)
     try:
         s.sendall(request)
     except (socket.timeout, OSError):
@@ -167,42 +161,67 @@ def _reset(s: socket.socket) -> None:
     s.close()  # RST, not FIN
 
 
+def _peer(s: socket.socket) -> str:
+    host, port = s.getsockname()[:2]
+    return f"{host}:{port}"
+
+
 def test_clients_that_pipeline_and_never_read_are_dropped_and_free_their_slot(logd_server):
-    srv = logd_server("--max-clients", "3", "--send-timeout", "1", "--fsync", "never")
+    # One connection, opened first and kept, does every write and STATS: a
+    # closed connection's slot frees only once the server has seen the close,
+    # so a helper connection that came and went could still hold a slot when
+    # the next client arrives, and that client would be turned away.
+    srv = logd_server("--max-clients", "4", "--send-timeout", "1", "--fsync", "never")
+    watch = wire(srv, timeout=20)
     body = b"r" * 1000
     for _ in range(4):
-        write(srv, *[body] * 500)
+        watch.cmd("MSG", *[body] * 500)
+        assert watch.line().startswith(b"OK ")
     reads = protocol.encode_command("READ", 1, 2000) * 3000
     statses = b"STATS\r\n" * 200000
-    bad = [_never_reads(srv, reads), _never_reads(srv, reads), _never_reads(srv, statses)]
-    _reset(bad[0])  # one resets; the others just sit there
+    _reset(_never_reads(srv, reads))  # at once, long before the send timeout: a reset, not a slow reader
+    sitting = [_never_reads(srv, reads), _never_reads(srv, statses)]  # these just sit there
+    slow_peers = sorted(_peer(s) for s in sitting)
+    # All four slots were taken (the watch and three clients), none turned away.
+    wait_for(lambda: watch.stats()["connections_total"] == 4, what="the three clients accepted")
+    assert watch.stats()["connections_rejected"] == 0
+    watch.send(b"PING\r\n")  # the server keeps serving others meanwhile
+    assert watch.line() == b"PONG\r\n"
     began = time.monotonic()
-    assert_serves(srv, deadline=20)
+    assert_serves(srv, deadline=20)  # a fifth client gets a slot a bad one gave back
     assert time.monotonic() - began < 15
-    # Every dropped connection gave its slot back: three fresh clients at once.
+    wait_for(lambda: watch.stats()["connections"] == 1, what="every other connection gone")
+    # Each client that stopped reading is dropped once, by the send timeout;
+    # the one that reset is not a slow reader.
+    assert watch.stats()["slow_readers_dropped"] == 2
+    wait_for(lambda: len(srv.events("slow_reader_dropped")) == 2, what="two slow_reader_dropped lines")
+    assert sorted(e["peer"] for e in srv.events("slow_reader_dropped")) == slow_peers
+    # Every slot came back: three fresh clients at once, and a fourth is one too many.
     fresh = [wire(srv) for _ in range(3)]
-    wait_for(lambda: stats_after_close(srv, fresh), what="three fresh clients served")
-    wait_for(lambda: stats(srv)["connections"] == 1, what="STATS connections back to 1")
-    assert stats(srv)["slow_readers_dropped"] >= 2
-    for s in bad[1:]:
+    for w in fresh:
+        w.send(b"PING\r\n")
+    assert [w.line() for w in fresh] == [b"PONG\r\n"] * 3
+    extra = wire(srv)
+    assert extra.read_to_close() == b"ERR MAXCLIENTS max number of clients reached\r\n"
+    for s in [*fresh, extra, *sitting]:
         s.close()
     assert_serves(srv)
 
 
-def stats_after_close(srv, fresh: list[Wire]) -> bool:
-    replies = []
-    for w in fresh:
-        w.send(b"PING\r\n")
-        replies.append(w.line())
-    ok = replies == [b"PONG\r\n"] * 3
-    if ok:
-        for w in fresh:
-            w.close()
-    else:  # one was refused: try again with new ones
-        for i, w in enumerate(fresh):
-            w.close()
-            fresh[i] = wire(srv)
-    return ok
+def test_a_reader_that_pipelines_and_never_reads_is_counted_once(logd_server):
+    # Its writer (full socket) and its reader (full pipeline) both time out.
+    srv = logd_server("--send-timeout", "1", "--fsync", "never")
+    watch = wire(srv, timeout=20)
+    for _ in range(4):
+        watch.cmd("MSG", *[b"r" * 1000] * 500)
+        assert watch.line().startswith(b"OK ")
+    slow = _never_reads(srv, protocol.encode_command("READ", 1, 2000) * 3000)
+    wait_for(lambda: watch.stats()["connections_total"] == 2, what="the reader accepted")
+    wait_for(lambda: watch.stats()["connections"] == 1, what="the reader dropped")
+    assert watch.stats()["slow_readers_dropped"] == 1
+    wait_for(lambda: srv.events("slow_reader_dropped"), what="a slow_reader_dropped line")
+    assert [e["peer"] for e in srv.events("slow_reader_dropped")] == [_peer(slow)]
+    slow.close()
 
 
 # -- item 7: file descriptors ---------------------------------------------------------
@@ -259,7 +278,9 @@ def test_read_that_cannot_open_a_partition_gets_an_error_line(logd_server):
     reader.cmd("READ", 1, 40)
     got = reader.read_until(b"\r\n", timeout=10)
     rest = reader.read_until(b"\r\n", timeout=10)
-    while rest.startswith(b"+") and b"EOF" not in rest:
+    for _ in range(40):  # records before the error line, if any: at most the 40 asked for
+        if not rest.startswith(b"+") or b"EOF" in rest:
+            break
         reader.read_until(b"\r\n")  # the body
         rest = reader.read_until(b"\r\n")
     assert got == b"OK\r\n"
@@ -279,34 +300,17 @@ def test_bounded_read_waits_for_a_paused_reader_but_a_tail_reader_is_dropped(log
     body = b"p" * 4000
     for _ in range(10):
         write(srv, *[body] * 200)  # 8 MB: far more than the socket buffers hold
-    paused = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    paused.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    paused.connect((srv.host, srv.port))
+    paused = small_window(srv)
     paused.sendall(b"READ 2\r\n1 1\r\n4 2000\r\n")  # logd read -n 2000 | less
-    tail = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tail.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    tail.connect((srv.host, srv.port))
+    tail = small_window(srv)
     tail.sendall(b"READ 2\r\n1 1\r\n1 0\r\n")  # logd read -f | less
     srv.wait_event("slow_reader_dropped", timeout=15)
     time.sleep(1.5)  # a negative check: the paused bounded READ outlives the send timeout
     assert stats(srv)["slow_readers_dropped"] == 1
     # The reader comes back: every record arrives, then +EOF.
-    paused.settimeout(20)
-    parser = protocol.ReplyParser()
-    data = b""
-    while not data.endswith(b"+EOF\r\n"):
-        chunk = paused.recv(1 << 20)
-        assert chunk, "paused reader was dropped"
-        data += chunk
+    data = Wire.adopt(paused, timeout=30).read_until(b"+EOF\r\n")  # fails if it was dropped
     assert data.startswith(b"OK\r\n")
-    parser.receive_data(data[4:])
-    ids = []
-    while True:
-        item = parser.next_record()
-        if isinstance(item, protocol.Eof):
-            break
-        ids.append(item.id)
-    assert ids == list(range(1, 2001))
+    assert [i for i, _ in records(data[4:])] == list(range(1, 2001))
     tail.close()
     paused.close()
     assert_serves(srv)
@@ -316,9 +320,7 @@ def test_sigterm_does_not_wait_forever_for_a_paused_bounded_reader(logd_server):
     srv = logd_server("--fsync", "never", "--shutdown-timeout", "1")
     for _ in range(5):
         write(srv, *[b"q" * 4000] * 200)
-    paused = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    paused.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    paused.connect((srv.host, srv.port))
+    paused = small_window(srv)
     paused.sendall(b"READ 1 1000\n")
     wait_for(lambda: stats(srv)["cmd_read"] == 1, what="READ started")
     began = time.monotonic()

@@ -10,18 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-import msgpack
 import pytest
 
 from logd.record import encode
 
-from .wire import Wire, records
+from .wire import Wire, records, small_window, wire
 
 pytestmark = pytest.mark.integration
-
-
-def wire(srv) -> Wire:
-    return Wire(srv.host, srv.port)
 
 
 def append(w: Wire, *bodies: bytes) -> int:
@@ -34,12 +29,6 @@ def append(w: Wire, *bodies: bytes) -> int:
 def read_all(w: Wire, start: int, limit: int) -> list[tuple[int, bytes]]:
     w.cmd("READ", start, limit)
     return records(w.read_until(b"+EOF\r\n")[4:])
-
-
-def stats(w: Wire) -> dict:
-    w.cmd("STATS", "msgpack")
-    header = w.line()
-    return msgpack.unpackb(w.read_exact(int(header[3:-2]) + 2)[:-2])
 
 
 def partitions(data_dir: Path) -> list[Path]:
@@ -187,7 +176,7 @@ def test_corrupt_record_mid_sealed_partition_refuses_start(logd_server, tmp_path
     assert got == list(enumerate(bodies[: bad_id - 1], 1))
     assert f" record {bad_id} in partition {int(victim.name[:10])} at offset {offset}".encode() in w.line()
     assert read_all(w, bad_id + 1, 100 - bad_id) == list(enumerate(bodies[bad_id:], bad_id + 1))
-    assert stats(w)["corrupt_records"] == 1
+    assert w.stats()["corrupt_records"] == 1
     assert append(w, b"still writable") == 101
 
 
@@ -217,7 +206,7 @@ def test_failed_fsync_stops_writes_until_restart(logd_server, monkeypatch):
     assert w.line().startswith(b"ERR FSYNC fsync failed")
     w.cmd("MSG", b"also refused")
     assert w.line().startswith(b"ERR FSYNC")
-    s = stats(w)
+    s = w.stats()
     assert "fsync failed" in s["failed"] and s["fsync_errors"] == 1
     w.send(b"PING\r\n")
     assert w.line() == b"PONG\r\n"
@@ -376,10 +365,7 @@ def test_lagging_tail_reader_behind_retention_gets_every_id_or_notretained(logd_
             last = ids[-1]
     write_mib(4)
     assert len(partitions(srv.data_dir)) >= 16
-    reader = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
-    reader.settimeout(30)
-    reader.connect((srv.host, srv.port))
+    reader = small_window(srv, timeout=30)
     reader.sendall(b"READ 2\r\n1 1\r\n1 0\r\n")
     buf = b""
     while b"\r\n" not in buf:

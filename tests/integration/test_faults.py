@@ -24,32 +24,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgpack
 import pytest
 
 from logd import protocol
 from logd.errors import LogdError
 from logd.record import encode_batch, iter_records
 
-from .wire import Wire
+from .wire import Wire, wire
 
 pytestmark = pytest.mark.integration
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def wire(server, timeout: float = 10.0) -> Wire:
-    return Wire(server.host, server.port, timeout)
-
-
-def stats(w: Wire) -> dict:
-    w.cmd("STATS", "msgpack")
-    line = w.line()
-    assert line.startswith(b"OK "), line
-    n = int(line[3:-2])
-    body = w.read_exact(n + 2)
-    assert body.endswith(b"\r\n")
-    return msgpack.unpackb(body[:-2])
 
 
 def head(w: Wire) -> int:
@@ -377,12 +362,12 @@ def test_lost_unsynced_writes_lose_a_suffix_only(logd_server, tmp_path, policy):
     w = wire(srv)
     (part,) = partition_files(srv.data_dir)
     size_a = part.stat().st_size
-    st = stats(w)
+    st = w.stats()
     assert (st["synced_partition"], st["synced_offset"]) == (1, size_a), st
     n_a = sum(len(b) for b in batches)
     batches += write_batches(w, rng, b"b", n_a + 1, 30)
     total = sum(len(b) for b in batches)
-    st = stats(w)
+    st = w.stats()
     assert st["head"] == total and st["fsync_policy"] == policy, st
     srv.kill()
     expected = batches_bytes(1, batches)
@@ -526,7 +511,7 @@ def test_disk_full_on_a_real_filesystem(small_tmpfs, logd_server, policy):
     w.send(b"PING\r\n")
     assert w.line() == b"PONG\r\n"
     assert read_raw(w, 1, n) == expected
-    st = stats(w)
+    st = w.stats()
     assert st["head"] == n and st["failed"] == "", st
     assert st["write_error"] != "" and "ENOSPC" in st["write_error"], st
     assert st["write_errors"] >= 2, st

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
-import msgpack
 import pytest
 
 from logd import protocol
 from logd.record import encode
 
-from .wire import Wire, records
+from .wire import Wire, records, small_window, wire
 
 pytestmark = pytest.mark.integration
-
-
-def wire(server, timeout: float = 10.0) -> Wire:
-    return Wire(server.host, server.port, timeout)
 
 
 def test_ping_head_msg_read_roundtrip(logd_server):
@@ -290,9 +284,7 @@ def test_stats_text_and_msgpack(logd_server):
     assert fields["fsync_policy"] == "always"
     assert int(fields["fsyncs"]) >= 1 and fields["connections"] == "1"
     assert fields["cmd_msg"] == "1"
-    w.cmd("STATS", "msgpack")
-    header = w.line()
-    data = msgpack.unpackb(w.read_exact(int(header[3:-2]) + 2)[:-2])
+    data = w.stats()
     assert data["head"] == 3 and data["partitions"] == 1 and data["cmd_stats"] == 1
     assert data["messages_written"] == 3 and data["bytes_written"] == 3
 
@@ -346,8 +338,7 @@ def test_sigterm_is_graceful(logd_server):
 
 def test_slow_reader_is_dropped_without_blocking_writers(logd_server):
     srv = logd_server("--send-timeout", "1")
-    slow = socket.create_connection((srv.host, srv.port))
-    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow = small_window(srv)
     slow.sendall(b"READ 1\r\n1 0\r\n")  # follow, then never read
     w = wire(srv)
     body = b"z" * 60000
@@ -355,10 +346,7 @@ def test_slow_reader_is_dropped_without_blocking_writers(logd_server):
         w.cmd("MSG", body)
         assert w.line() == b"OK %d\r\n" % i
     srv.wait_event("slow_reader_dropped", timeout=20)
-    w.send(b"STATS\r\n")
-    header = w.line()
-    stats = w.read_exact(int(header[3:-2]) + 2).decode()
-    assert "slow_readers_dropped: 1\r\n" in stats
+    assert w.stats()["slow_readers_dropped"] == 1
     slow.close()
 
 
@@ -366,11 +354,7 @@ def test_config_file_and_flags(logd_server, tmp_path):
     conf = tmp_path / "logd.toml"
     conf.write_text('fsync = "interval:50"\npartition_size = "1KiB"\nmax_clients = 5\n')
     srv = logd_server("--config", str(conf), "--max-clients", "7")
-    w = wire(srv)
-    w.cmd("STATS", "msgpack")
-    header = w.line()
-    data = msgpack.unpackb(w.read_exact(int(header[3:-2]) + 2)[:-2])
-    assert data["fsync_policy"] == "interval:50"
+    assert wire(srv).stats()["fsync_policy"] == "interval:50"
 
 
 def test_bad_config_is_a_usage_error(tmp_path):

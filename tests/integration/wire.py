@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
+
+import msgpack
 
 from logd import protocol
+
+SMALL_WINDOW = 4096  # bytes: a receive buffer far smaller than any stream under test
 
 
 class Wire:
@@ -19,27 +24,39 @@ class Wire:
         self.timeout = timeout
         self.buf = b""
 
+    @classmethod
+    def adopt(cls, sock: socket.socket, timeout: float = 10.0) -> "Wire":
+        """A Wire over a socket already connected (a ``small_window`` one, say)."""
+        w = cls.__new__(cls)
+        w.sock, w.timeout, w.buf = sock, timeout, b""
+        return w
+
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
     def cmd(self, name: str, *args: bytes | str | int) -> None:
         self.send(protocol.encode_command(name, *args))
 
+    def _recv(self, deadline: float, waiting_for: str) -> bytes | None:
+        """One recv before ``deadline``: bytes, b"" when the server closed, None
+        when this wait timed out; AssertionError once the deadline has passed."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{waiting_for} within deadline; got {self.buf[-200:]!r}")
+        self.sock.settimeout(left)
+        try:
+            return self.sock.recv(1 << 20)
+        except socket.timeout:
+            return None
+
     def read_until(self, marker: bytes, timeout: float | None = None) -> bytes:
         """Everything up to and including ``marker``; AssertionError past the deadline."""
         deadline = time.monotonic() + (timeout or self.timeout)
         while marker not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {marker!r} within deadline; got {self.buf[-200:]!r}")
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(1 << 20)
-            except socket.timeout:
-                continue
-            if not chunk:
+            chunk = self._recv(deadline, f"no {marker!r}")
+            if chunk == b"":
                 raise AssertionError(f"connection closed before {marker!r}; got {self.buf[-200:]!r}")
-            self.buf += chunk
+            self.buf += chunk or b""
         i = self.buf.index(marker) + len(marker)
         out, self.buf = self.buf[:i], self.buf[i:]
         return out
@@ -47,14 +64,10 @@ class Wire:
     def read_exact(self, n: int) -> bytes:
         deadline = time.monotonic() + self.timeout
         while len(self.buf) < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"wanted {n} bytes, got {len(self.buf)}")
-            self.sock.settimeout(left)
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
+            chunk = self._recv(deadline, f"not {n} bytes (had {len(self.buf)})")
+            if chunk == b"":
                 raise AssertionError(f"connection closed after {len(self.buf)} of {n} bytes")
-            self.buf += chunk
+            self.buf += chunk or b""
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
@@ -65,20 +78,14 @@ class Wire:
         """Everything until the server closes; AssertionError if it does not."""
         deadline = time.monotonic() + (timeout or self.timeout)
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"server did not close; got {self.buf[-200:]!r}")
-            self.sock.settimeout(left)
             try:
-                chunk = self.sock.recv(1 << 20)
-            except socket.timeout:
-                continue
+                chunk = self._recv(deadline, "server did not close")
             except ConnectionResetError:
                 chunk = b""
-            if not chunk:
+            if chunk == b"":
                 out, self.buf = self.buf, b""
                 return out
-            self.buf += chunk
+            self.buf += chunk or b""
 
     def nothing_pending(self, wait: float = 0.2) -> bool:
         """True when no byte arrives within ``wait`` seconds (a negative check)."""
@@ -90,8 +97,33 @@ class Wire:
         self.buf += chunk
         return False
 
+    def stats(self) -> dict[str, Any]:
+        """STATS msgpack on this connection, decoded; AssertionError on any other reply
+        (an ERR MAXCLIENTS, say), with the reply in the message."""
+        self.cmd("STATS", "msgpack")
+        header = self.line()
+        assert header.startswith(b"OK "), f"STATS answered {header!r}"
+        body = self.read_exact(int(header[3:-2]) + 2)
+        assert body.endswith(b"\r\n"), body[-20:]
+        return msgpack.unpackb(body[:-2])
+
     def close(self) -> None:
         self.sock.close()
+
+
+def wire(server: Any, timeout: float = 10.0) -> Wire:
+    """A Wire to a ``logd_server`` fixture's TCP address."""
+    return Wire(server.host, server.port, timeout)
+
+
+def small_window(server: Any, timeout: float = 5.0) -> socket.socket:
+    """A raw socket with a small receive buffer, set before connecting so the
+    TCP window is small from the start: a peer that reads slowly, or never."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_WINDOW)
+    s.settimeout(timeout)
+    s.connect((server.host, server.port))
+    return s
 
 
 def records(body: bytes) -> list[tuple[int, bytes]]:

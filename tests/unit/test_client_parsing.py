@@ -11,7 +11,6 @@ import random
 import re
 import socket
 from collections import deque
-from typing import Callable, Iterator
 
 import msgpack
 import pytest
@@ -31,30 +30,10 @@ from logd.client import (
 )
 from logd.clientcli import exit_code, parse_from, UsageError
 from logd.record import Record, encode
+from tests.chunkers import Chunker, bytewise, seeded, whole
 
-Chunker = Callable[[bytes], Iterator[bytes]]
-
-
-def whole(data: bytes) -> Iterator[bytes]:
-    if data:
-        yield data
-
-
-def bytewise(data: bytes) -> Iterator[bytes]:
-    for i in range(len(data)):
-        yield data[i : i + 1]
-
-
-def random_chunks(data: bytes, seed: int = 7) -> Iterator[bytes]:
-    rng = random.Random(seed)
-    i = 0
-    while i < len(data):
-        n = rng.randint(1, 40)
-        yield data[i : i + n]
-        i += n
-
-
-CHUNKERS = [whole, bytewise, random_chunks]
+random7 = seeded(7, largest=40)
+CHUNKERS = [whole, bytewise, random7]
 
 
 class ScriptedSocket:
@@ -327,7 +306,7 @@ def test_pipeline_results_in_order(chunker: Chunker) -> None:
 def test_pipeline_window(window: int) -> None:
     n = 10
     incoming = b"".join(b"OK %d\r\n" % i for i in range(1, n + 1))
-    client, sock = scripted(incoming, random_chunks)
+    client, sock = scripted(incoming, random7)
     pipe = client.pipeline()
     for i in range(n):
         pipe.append(b"m%d" % i)
@@ -480,7 +459,7 @@ def test_read_connection_lost_mid_record(chunker: Chunker) -> None:
 def test_read_early_eof_asks_again_from_next_id() -> None:
     # The server may end a stream early (a slow reader); the client resumes.
     incoming = b"OK\r\n" + records(1, [b"a", b"b"]) + b"+EOF\r\nOK\r\n" + records(3, [b"c"]) + b"+EOF\r\n"
-    client, sock = scripted(incoming, random_chunks)
+    client, sock = scripted(incoming, random7)
     assert [r.body for r in client.read(1, 3)] == [b"a", b"b", b"c"]
     assert sock.sent == b"READ 2\r\n1 1\r\n1 3\r\nREAD 2\r\n1 3\r\n1 1\r\n"
 

@@ -17,9 +17,10 @@ from logd import errors
 from logd.client.connection import Connection
 from logd.protocol import Body, Eof, Ok, OkId, Pong
 from logd.record import Record, encode
-from tests.unit.test_client_parsing import CHUNKERS, Chunker
+from tests.chunkers import Chunker, bytewise, seeded, whole
 
 TIMEOUT = 5.0
+CHUNKERS = [whole, bytewise, seeded(7, largest=40)]
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 from logd import errors, protocol
 from logd.log import partition
 from logd.record import MAX_HEADER, Header, RecordError, checksum, encode, parse, pread_header, read_header
+from tests.chunkers import bytewise, random_chunks
 
 BODY = b"hello"
 GOOD = encode(1, BODY)  # b"+1 5 0 10923160\r\nhello\r\n"
@@ -92,15 +93,10 @@ TOO_LONG = {
 
 def chunkings(data: bytes) -> Iterator[list[bytes]]:
     yield [data]
-    yield [data[i : i + 1] for i in range(len(data))]
+    yield list(bytewise(data))
     rng = random.Random(len(data))
     for _ in range(5):
-        parts, pos = [], 0
-        while pos < len(data):
-            n = rng.randint(1, 9)
-            parts.append(data[pos : pos + n])
-            pos += n
-        yield parts
+        yield list(random_chunks(data, rng, largest=9))
 
 
 def fed(data: bytes) -> Iterator[Header]:

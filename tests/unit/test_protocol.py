@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 from zlib import crc32
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -73,48 +73,14 @@ from logd.protocol import (
     encode_ok_id,
 )
 from logd.record import Record, encode
+from tests.chunkers import Chunker, by_line, bytewise, seeded, whole
 
 CASES = Path(__file__).parent / "cases"
 SEEDS = (0, 1, 2, 3)
 
 # -- splitting --------------------------------------------------------------------
 
-Splitter = Callable[[bytes], Iterator[bytes]]
-
-
-def whole(data: bytes) -> Iterator[bytes]:
-    if data:
-        yield data
-
-
-def by_line(data: bytes) -> Iterator[bytes]:
-    start = 0
-    while start < len(data):
-        nl = data.find(b"\n", start)
-        stop = len(data) if nl < 0 else nl + 1
-        yield data[start:stop]
-        start = stop
-
-
-def by_byte(data: bytes) -> Iterator[bytes]:
-    for i in range(len(data)):
-        yield data[i : i + 1]
-
-
-def random_chunks(seed: int) -> Splitter:
-    def split(data: bytes) -> Iterator[bytes]:
-        rng = random.Random(seed)
-        pos = 0
-        while pos < len(data):
-            n = rng.choice((1, 2, 3, rng.randint(1, 64), rng.randint(1, 4096)))
-            yield data[pos : pos + n]
-            pos += n
-
-    split.__name__ = f"random{seed}"
-    return split
-
-
-SPLITS: list[Splitter] = [whole, by_line, by_byte, *(random_chunks(s) for s in SEEDS)]
+SPLITS: list[Chunker] = [whole, by_line, bytewise, *(seeded(s) for s in SEEDS)]
 SPLIT_IDS = [s.__name__ for s in SPLITS]
 
 
@@ -124,7 +90,7 @@ def test_splitters_cover_the_data() -> None:
         chunks = list(split(data))
         assert b"".join(chunks) == data
         assert all(chunks)
-    assert len(list(random_chunks(0)(data))) > 3
+    assert len(list(seeded(0)(data))) > 3
 
 
 # -- requests ---------------------------------------------------------------------
@@ -256,7 +222,7 @@ def test_corpus_is_there() -> None:
 
 @pytest.mark.parametrize("split", SPLITS, ids=SPLIT_IDS)
 @pytest.mark.parametrize("case", ALL_CASES, ids=[c.name for c in ALL_CASES])
-def test_request_case(case: Case, split: Splitter) -> None:
+def test_request_case(case: Case, split: Chunker) -> None:
     assert parse_requests(split(case.data), case.limits) == case.expected
 
 
@@ -298,7 +264,7 @@ def test_one_megabyte_message_at_the_default_limit() -> None:
     body = bytes(range(256)) * 4096
     assert len(body) == Limits().max_message
     data = encode_command("MSG", body) + b"PING\r\n"
-    for split in (whole, by_line, random_chunks(9)):
+    for split in (whole, by_line, seeded(9)):
         assert parse_requests(split(data)) == [Msg((body,)), Ping()]
 
 
@@ -309,7 +275,7 @@ def test_line_of_exactly_max_line_bytes_whole() -> None:
 
 def test_line_of_exactly_max_line_bytes_by_byte() -> None:
     limits = Limits(max_line=8)  # 'SHUTDOWN' is 8 bytes
-    assert parse_requests(by_byte(b"SHUTDOWN\r\nPING\r\n"), limits) == [Shutdown(), Ping()]
+    assert parse_requests(bytewise(b"SHUTDOWN\r\nPING\r\n"), limits) == [Shutdown(), Ping()]
 
 
 def test_line_of_max_line_plus_one_is_rejected_in_every_split() -> None:
@@ -535,7 +501,7 @@ REPLY_CASES = {
 
 @pytest.mark.parametrize("split", SPLITS, ids=SPLIT_IDS)
 @pytest.mark.parametrize("name", list(REPLY_CASES))
-def test_reply_case(name: str, split: Splitter) -> None:
+def test_reply_case(name: str, split: Chunker) -> None:
     data, calls, expected = REPLY_CASES[name]
     assert parse_replies(split(data), calls) == expected
 
@@ -577,8 +543,8 @@ def test_record_parse_rejects_negative_length() -> None:
 def test_reply_line_limit_does_not_depend_on_the_split() -> None:
     line = b"ERR INTERNAL " + b"x" * (4096 - 13) + b"\r\n"
     assert len(line) == 4098
-    results = {split.__name__: parse_replies(split(line), ["next_reply"]) for split in (whole, by_byte)}
-    assert results["whole"] == results["by_byte"]
+    results = {split.__name__: parse_replies(split(line), ["next_reply"]) for split in (whole, bytewise)}
+    assert results["whole"] == results["bytewise"]
 
 
 # -- a client and a server parser joined -------------------------------------------
@@ -656,7 +622,7 @@ def test_error_round_trips_through_the_wire(exc: LogdError) -> None:
     back = errors.from_reply(kind, reason)
     assert describe(back) == describe(exc)
     # The same through ReplyParser, split byte by byte.
-    assert parse_replies(by_byte(line), ["next_reply"]) == [describe(exc)]
+    assert parse_replies(bytewise(line), ["next_reply"]) == [describe(exc)]
 
 
 def test_every_wire_error_class_has_its_own_code() -> None:

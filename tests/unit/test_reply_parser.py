@@ -10,7 +10,7 @@ lines inside a READ stream decode to their class whatever their length.
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator
+from typing import Iterator
 from zlib import crc32
 
 import pytest
@@ -19,29 +19,9 @@ from logd import errors, protocol, record
 from logd.errors import LogdError, ProtocolError
 from logd.protocol import NEED_DATA, Body, Eof, Ok, OkId, Pong, ReplyParser
 from logd.record import Record, encode
+from tests.chunkers import Chunker, bytewise, seeded, whole
 
-Chunker = Callable[[bytes], Iterator[bytes]]
-
-
-def whole(data: bytes) -> Iterator[bytes]:
-    yield data
-
-
-def bytewise(data: bytes) -> Iterator[bytes]:
-    for i in range(len(data)):
-        yield data[i : i + 1]
-
-
-def random_chunks(data: bytes, seed: int = 11) -> Iterator[bytes]:
-    rng = random.Random(seed)
-    i = 0
-    while i < len(data):
-        n = rng.randint(1, 300)
-        yield data[i : i + n]
-        i += n
-
-
-CHUNKERS = [whole, bytewise, random_chunks]
+CHUNKERS = [whole, bytewise, seeded(11, largest=300)]
 
 
 def feed(data: bytes, calls: list[str], chunker: Chunker, parser: ReplyParser | None = None) -> list[object]:
