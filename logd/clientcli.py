@@ -557,10 +557,35 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if fmt == "json":
         print(json.dumps(_jsonable(stats), sort_keys=False))
     else:
-        width = max((len(k) for k in stats), default=0)
-        for key, value in stats.items():
+        rows = {k: v for k, v in stats.items() if not k.startswith("follower_")}
+        width = max((len(k) for k in rows), default=0)
+        for key, value in rows.items():
             print(f"{key + ':':<{width + 1}} {_jsonable(value)}")
+        for line in follower_table(stats):
+            print(line)
     return EXIT_OK
+
+
+_FOLLOWER_COLUMNS = (("addr", "ADDRESS"), ("name", "NAME"), ("written", "WRITTEN P:O:ID"),
+                     ("synced", "SYNCED P:O:ID"), ("lag_ids", "LAG IDS"),
+                     ("connected_since", "CONNECTED SINCE"), ("last_report", "LAST REPORT"))
+
+
+def follower_table(stats: dict[str, Any]) -> list[str]:
+    """The primary's ``follower_<conn>`` STATS lines (``key=value`` words) as a table
+    a person can read, oldest connection first; no lines when there are none."""
+    followers = []
+    for key, value in stats.items():
+        number = key[len("follower_"):]
+        if key.startswith("follower_") and number.isdigit():
+            words = dict(w.split("=", 1) for w in str(_jsonable(value)).split() if "=" in w)
+            followers.append((int(number), [words.get(field, "-") for field, _ in _FOLLOWER_COLUMNS]))
+    if not followers:
+        return []
+    table = [[title for _, title in _FOLLOWER_COLUMNS]] + [cells for _, cells in sorted(followers)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(_FOLLOWER_COLUMNS))]
+    return [""] + ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+                                 for row in table]
 
 
 def cmd_ping(args: argparse.Namespace) -> int:

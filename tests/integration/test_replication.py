@@ -9,6 +9,8 @@ import hashlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -164,6 +166,12 @@ def test_follower_catches_up_follows_live_and_shows_in_stats(logd_server, follow
     data = wait_for(at_lag_zero, timeout=30, what="follower listed at lag 0")
     line = follower_lines(data)[0]
     assert "name=replica-a" in line and written_id(line) == 3000
+    # `logd stats` shows the followers as a table a person can read.
+    out = subprocess.run([sys.executable, "-m", "logd", "stats", "-H", srv.addr, "-o", "text"],
+                         capture_output=True, timeout=30, check=True).stdout.decode().splitlines()
+    header = next(i for i, text in enumerate(out) if text.split()[:2] == ["ADDRESS", "NAME"])
+    row = out[header + 1].split()
+    assert row[1] == "replica-a" and row[2].endswith(":3000") and row[4] == "0", out[header:]
     assert "last_report=never" not in line
     assert data["replication_full_copies"] == 1
     assert f.stop() == 0

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from logd.clientcli import _format_text
+from logd.clientcli import _format_text, follower_table
 from logd.livewrite import LineSplitter
 
 _ESCAPE = re.compile(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)")
@@ -101,3 +101,24 @@ def test_splitter_counts_partial_line() -> None:
     assert s.pending == 3
     assert s.feed(b"def\nx") == [b"abcdef"]
     assert s.finish() == [b"x"] and s.pending == 0
+
+
+def test_follower_table_lists_followers_oldest_connection_first() -> None:
+    stats = {
+        "head": 5,
+        "followers": 2,
+        "follower_12": "addr=127.0.0.1:5 name=b written=1:10:3 synced=1:10:3 lag_ids=2 "
+                       "connected_since=2026-12-01T23:34:37Z last_report=0.5s",
+        "follower_3": "addr=127.0.0.1:4 name=a written=1:20:5 synced=1:0:0 lag_ids=0 "
+                      "connected_since=2026-12-01T23:30:00Z last_report=never",
+    }
+    lines = follower_table(stats)
+    assert lines[0] == ""
+    assert lines[1].split() == ["ADDRESS", "NAME", "WRITTEN", "P:O:ID", "SYNCED", "P:O:ID", "LAG", "IDS",
+                                "CONNECTED", "SINCE", "LAST", "REPORT"]
+    assert lines[2].split() == ["127.0.0.1:4", "a", "1:20:5", "1:0:0", "0", "2026-12-01T23:30:00Z", "never"]
+    assert lines[3].split() == ["127.0.0.1:5", "b", "1:10:3", "1:10:3", "2", "2026-12-01T23:34:37Z", "0.5s"]
+    # Columns line up: every cell starts where its header does.
+    for row in lines[2:]:
+        assert row.index(" 1:") + 1 == lines[1].index("WRITTEN")
+    assert follower_table({"head": 5, "followers": 0}) == []
