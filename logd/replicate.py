@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from gevent.event import Event
 
 from . import protocol as p
-from .errors import LogdError, ShuttingDown
+from .errors import LogdError
 from .protocol import replication as rp
-from .stream import send_all, send_file
+from .stream import send_all, send_committed, send_file
 
 if TYPE_CHECKING:
     from .events.commit import Commits
@@ -72,38 +72,19 @@ def stream_replication(
         return
     send_all(sock, rep.hello, timeout)
     current = cursor.partition
-    stops = [gone] + ([close_requested] if close_requested else [])
-    while True:
-        seen = commits.committed
-        if commits.stopped.is_set():
-            send_all(sock, p.encode_error(ShuttingDown("server is shutting down")), 1.0)
-            return
-        if gone.is_set():
-            return
-        target = seen + 1
-        stop_at = _end_before(log_, rep.end)
-        if stop_at is not None and stop_at < target:
-            target = stop_at
-        if target > cursor.next_id:
-            try:
-                for fd, offset, count in cursor.ranges(target):
-                    here = cursor.partition
-                    assert here is not None
-                    if here != current:
-                        send_all(sock, rp.encode_next(*here), timeout)
-                        current = here
-                    send_all(sock, rp.encode_data(here[0], offset, count), timeout)
-                    send_file(sock, fd, offset, count, timeout)
-            except LogdError as exc:
-                send_all(sock, p.encode_error(exc), timeout)
-                return
-        if (stop_at is not None and cursor.next_id >= stop_at) or (
-            close_requested is not None and close_requested.is_set()
-        ):
-            send_all(sock, p.EOF, timeout)
-            return
-        commits.wait(seen, *stops, timeout=heartbeat)
-        if commits.committed == seen and not commits.stopped.is_set() and not any(
-            e.is_set() for e in stops
-        ):
-            send_all(sock, rp.encode_head(seen, *commits.position), timeout)
+
+    def send_range(fd: int, offset: int, count: int) -> None:
+        nonlocal current
+        here = cursor.partition
+        assert here is not None
+        if here != current:
+            send_all(sock, rp.encode_next(*here), timeout)
+            current = here
+        send_all(sock, rp.encode_data(here[0], offset, count), timeout)
+        send_file(sock, fd, offset, count, timeout)
+
+    def heartbeat_frame(committed: int) -> None:
+        send_all(sock, rp.encode_head(committed, *commits.position), timeout)
+
+    send_committed(sock, cursor, commits, lambda: _end_before(log_, rep.end), send_range, gone,
+                   close_requested, timeout, heartbeat, heartbeat_frame)

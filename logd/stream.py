@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from gevent.event import Event
 from gevent.socket import wait_write
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .events.commit import Commits
     from .log import Cursor
 
-__all__ = ["SendTimeout", "send_all", "send_file", "stream_records"]
+__all__ = ["SendTimeout", "send_all", "send_file", "send_committed", "stream_records"]
 
 
 class SendTimeout(Exception):
@@ -83,6 +83,34 @@ def stream_records(
     """
     send_all(sock, p.OK, timeout)
     end_id = cursor.next_id + limit if limit else None
+
+    def send_range(fd: int, offset: int, count: int) -> None:
+        send_file(sock, fd, offset, count, timeout)
+
+    send_committed(sock, cursor, commits, lambda: end_id, send_range, gone, close_requested, timeout)
+
+
+def send_committed(
+    sock: socket.socket,
+    cursor: "Cursor",
+    commits: "Commits",
+    end: Callable[[], int | None],
+    send_range: Callable[[int, int, int], None],
+    gone: Event,
+    close_requested: Event | None,
+    timeout: float,
+    heartbeat: float | None = None,
+    on_idle: Callable[[int], None] | None = None,
+) -> None:
+    """The loop READ and REPLICATE streams share: hand every committed range
+    from the cursor to ``send_range(fd, offset, count)`` until ``end()`` (the
+    first id not to send, asked each round; None: follow), then ``+EOF``.
+
+    Ends early with ``ERR SHUTDOWN`` on shutdown, with the cursor's error line
+    (``NOTRETAINED``, ``CORRUPT``), with ``+EOF`` on ``close_requested``, and
+    silently when the peer is ``gone``. ``on_idle(committed)`` runs after each
+    ``heartbeat`` seconds in which nothing was committed.
+    """
     stops = [gone] + ([close_requested] if close_requested else [])
     while True:
         seen = commits.committed
@@ -92,18 +120,23 @@ def stream_records(
         if gone.is_set():
             return
         target = seen + 1
-        if end_id is not None and end_id < target:
-            target = end_id
+        stop_at = end()
+        if stop_at is not None and stop_at < target:
+            target = stop_at
         if target > cursor.next_id:
             try:
                 for fd, offset, count in cursor.ranges(target):
-                    send_file(sock, fd, offset, count, timeout)
+                    send_range(fd, offset, count)
             except LogdError as exc:
                 send_all(sock, p.encode_error(exc), timeout)
                 return
-        if (end_id is not None and cursor.next_id >= end_id) or (
+        if (stop_at is not None and cursor.next_id >= stop_at) or (
             close_requested is not None and close_requested.is_set()
         ):
             send_all(sock, p.EOF, timeout)
             return
-        commits.wait(seen, *stops)
+        commits.wait(seen, *stops, timeout=heartbeat)
+        if on_idle is not None and commits.committed == seen and not commits.stopped.is_set() and not any(
+            e.is_set() for e in stops
+        ):
+            on_idle(seen)
