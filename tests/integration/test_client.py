@@ -362,8 +362,16 @@ def test_checkpointed_consumer_survives_sigkill(logd_server: Any, tmp_path: Path
             [sys.executable, str(script), srv.addr, str(cursor), str(out), str(total), str(every)],
             env=env,
         )
+        # Kill at a random point of the run, counted from its "start" line: under
+        # load the interpreter can take longer to start than any fixed delay.
+        started = _round + 1
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            if out.exists() and out.read_bytes().count(b"start ") >= started:
+                break
+            time.sleep(0.01)
         try:
-            rc = proc.wait(timeout=rng.uniform(0.1, 0.6))  # a random point in the run
+            rc = proc.wait(timeout=rng.uniform(0.05, 0.4))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
