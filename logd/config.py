@@ -183,12 +183,15 @@ def _fsync(value: Any) -> FsyncPolicy:
     return FsyncPolicy.parse(value)
 
 
-def parse_host_port(value: Any) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); the host is required."""
+def parse_host_port(value: Any) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); the host is required.
+    ``off`` is None (a flag can turn off what the TOML file turned on)."""
     text = value if isinstance(value, str) else ""
+    if text.strip().lower() == "off":
+        return None
     m = re.fullmatch(r"\s*(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):(\d{1,5})\s*", text)
     if not m or int(m.group(3)) > 65535:
-        raise ValueError(f"must be HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, not {value!r}")
+        raise ValueError(f"must be HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, or off, not {value!r}")
     return m.group(1) or m.group(2), int(m.group(3))
 
 

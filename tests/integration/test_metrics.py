@@ -148,14 +148,14 @@ def test_bad_metrics_address_fails_the_start(tmp_path):
                            str(tmp_path / "d"), "--metrics", "9464"], capture_output=True, timeout=20)
     assert proc.returncode == 2
     assert proc.stderr.decode().splitlines() == [
-        "logd serve: --metrics: must be HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, not '9464'"]
+        "logd serve: --metrics: must be HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, or off, not '9464'"]
     toml = tmp_path / "logd.toml"
     toml.write_text('metrics = "localhost"\n')
     proc = subprocess.run([sys.executable, "-m", "logd", "serve", "--config", str(toml), "--port", "0",
                            "--data-dir", str(tmp_path / "d")], capture_output=True, timeout=20)
     assert proc.returncode == 2
     assert proc.stderr.decode().splitlines() == [
-        f"logd serve: {toml}: metrics: must be HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, "
+        f"logd serve: {toml}: metrics: must be HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, or off, "
         "not 'localhost'"]
     # An address this host does not have.
     code, events = serve_fails("--port", "0", "--data-dir", str(tmp_path / "d"), "--metrics", "192.0.2.1:9464")

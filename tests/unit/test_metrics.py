@@ -120,9 +120,9 @@ def test_follower_collector() -> None:
 
 @pytest.mark.parametrize("text, expect", [
     ("127.0.0.1:9464", ("127.0.0.1", 9464)), ("localhost:0", ("localhost", 0)),
-    ("[::1]:9464", ("::1", 9464)), (" 0.0.0.0:65535 ", ("0.0.0.0", 65535)),
+    ("[::1]:9464", ("::1", 9464)), (" 0.0.0.0:65535 ", ("0.0.0.0", 65535)), ("off", None),
 ])
-def test_parse_host_port(text: str, expect: tuple[str, int]) -> None:
+def test_parse_host_port(text: str, expect: tuple[str, int] | None) -> None:
     assert parse_host_port(text) == expect
 
 
@@ -138,3 +138,19 @@ def test_metrics_setting_in_the_table() -> None:
     assert ServerConfig().with_overrides({"metrics": "127.0.0.1:9464"}, "f.toml").metrics == ("127.0.0.1", 9464)
     with pytest.raises(ConfigError, match=r"^f.toml: metrics: must be HOST:PORT"):
         ServerConfig().with_overrides({"metrics": "nowhere"}, "f.toml")
+    on = ServerConfig().with_overrides({"metrics": "127.0.0.1:9464"}, "f.toml")
+    assert on.with_overrides({"metrics": "off"}).metrics is None  # the flag turns the file's off
+
+
+def test_every_metric_is_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "metrics.rst").read_text()
+    followers = [FollowerState("a:1", "n", written=(1, 1, 1))]
+    replica = {**STATS, "link": "streaming", "lag_ids": 0, "primary_head": 1,
+               "follower_status_age_seconds": 0.1, "epoch": 1}
+    snap = {"state": "streaming", "primary_head": 1, "written": (1, 1, 1), "fsynced": (1, 1, 1),
+            "copied_bytes": 1, "copied_ids": 1, "reconnects": 0}
+    names = {k[0] for k in scrape(ServerCollector(lambda: replica, lambda: followers))}
+    names |= {k[0] for k in scrape(FollowerCollector(lambda: snap))}
+    assert names and not sorted(n for n in names if f"``{n}``" not in doc)
