@@ -179,6 +179,20 @@ class ServerCollector(Collector):
         yield from server_families(self._stats(), followers)
 
 
+class _ErrorLog:
+    """gevent's WSGI server reports bad requests here: as our log lines, not raw stderr."""
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            log.warning("metrics_http_error", error=text.strip())
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        self.write("".join(lines))
+
+    def flush(self) -> None:
+        pass
+
+
 def _where(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -218,11 +232,16 @@ class MetricsServer:
             if environ.get("PATH_INFO") != PATH:
                 start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
                 return [f"not found: metrics are at {PATH}\n".encode()]
-            result: Iterable[bytes] = metrics(environ, start_response)
+            try:
+                result: Iterable[bytes] = metrics(environ, start_response)
+            except Exception:  # a bug in a collector: say so, keep serving
+                log.exception("metrics_scrape_failed")
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")])
+                return [b"metrics collection failed; see the server log\n"]
             return result
 
-        # log=None: no access log lines on stderr (they would break JSON logs).
-        self._server = WSGIServer(self.sock, app, log=None)
+        # log=None: no access log lines (the scrape interval would fill the journal).
+        self._server = WSGIServer(self.sock, app, log=None, error_log=_ErrorLog())
         self._server.start()
         host, port = self.address
         log.info("metrics_listening", host=host, port=port, path=PATH)

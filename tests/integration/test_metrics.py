@@ -183,3 +183,15 @@ def test_metrics_port_in_use_fails_the_start(tmp_path, follower):
             f"metrics address 127.0.0.1:{port} is already in use"]
     finally:
         taken.close()
+
+
+def test_a_bad_http_request_is_logged_as_json_and_serving_goes_on(logd_server):
+    srv = logd_server("--fsync", "never", "--metrics", "127.0.0.1:0")
+    port = int(metrics_url(srv).split(":")[2].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"\x16\x03\x01 not http\r\n\r\n")  # e.g. a TLS hello
+        reply = s.recv(1024)
+    assert reply.startswith(b"HTTP/1.1 400"), reply
+    assert srv.wait_event("metrics_http_error")["error"]
+    assert not srv.events("stderr")  # nothing but JSON lines on stderr
+    assert scrape(srv)[("logd_head_id", ())] == 0
