@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 # The row maker and value parsers are the table's machinery, shared on purpose.
 from logd.config import (FsyncMode, FsyncPolicy, Setting, _choice, _duration, _fsync, _setting, _size,
-                         _Table, _text, format_size, settings_of)
+                         _Table, _text, format_size, parse_host_port, settings_of)
 
 __all__ = ["FollowerConfig", "SETTINGS"]
 
@@ -33,6 +33,9 @@ class FollowerConfig(_Table):
                                    "(it sends a heartbeat every second)")
     connect_timeout: float = _setting(5.0, _duration, "bound on each connection attempt")
     max_backoff: float = _setting(5.0, _duration, "longest wait between reconnection attempts")
+    metrics: tuple[str, int] | None = _setting(
+        None, parse_host_port, "serve Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.rst)",
+        shown="off")
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("auto", _choice("auto", "json", "console"),
                                "auto: JSON lines off a terminal, human-readable on one")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections import Counter
 from typing import Any
 
 import gevent
@@ -30,11 +31,13 @@ from logd.config import FsyncMode
 from logd.errors import ConnectionLost, LogdError, StorageError
 from logd.log import status as status_file
 from logd.log.file import FileLog
+from logd.metrics import MetricsServer
 from logd.process import EXIT_FAILURE, Halt, Process
 from logd.protocol import NEED_DATA, encode_command
 from logd.protocol import replication as rp
 
 from .config import FollowerConfig
+from .metrics import COPIED_BYTES, COPIED_IDS, RECONNECTS, FollowerCollector
 from .replicator import BadStream, Replicator, exit_for
 
 __all__ = ["Follower"]
@@ -55,6 +58,8 @@ class Follower(Process):
         self._rep: Replicator | None = None
         self._caught_up = False
         self._connected = False  # the current session got the primary's hello
+        self.counters: Counter[str] = Counter()  # COPIED_BYTES, COPIED_IDS, RECONNECTS (metrics.py)
+        self.metrics: MetricsServer | None = None
 
     # -- the process base's part ------------------------------------------------------
 
@@ -68,14 +73,19 @@ class Follower(Process):
         except LogdError as exc:
             raise Halt(EXIT_FAILURE, str(exc)) from None
         try:
+            if config.metrics is not None:
+                self.metrics = MetricsServer(config.metrics, prefix="logd_follower")
             flog = self.log = FileLog(config.data_dir, index_interval=config.index_interval,
                                       fsync=config.fsync.mode is not FsyncMode.NEVER,
-                                      program="logd-follower")
-        except StorageError as exc:
+                                      program="logd-follower",
+                                      on_fsync=self.metrics.fsync_seconds.observe if self.metrics else None)
+        except (StorageError, OSError) as exc:
             log.error("startup_failed", error=str(exc))
             raise Halt(EXIT_FAILURE, str(exc)) from None
         active = flog.partitions()[-1]
         self.synced = (active.number, active.size, flog.head())  # recovery fsynced it
+        if self.metrics is not None:
+            self.metrics.serve(FollowerCollector(self.metrics_snapshot))
         self.greenlets.append(gevent.spawn(self._link_loop))
         self.greenlets.append(gevent.spawn(self._status_loop))
         if config.fsync.mode is FsyncMode.INTERVAL:
@@ -86,8 +96,15 @@ class Follower(Process):
     def status(self) -> str:
         return f"{self.state}: copy at id {self._position()[2]}, primary head {self.primary_head}"
 
+    def metrics_snapshot(self) -> dict[str, Any]:
+        return {"state": self.state, "primary_head": self.primary_head, "written": self._position(),
+                "fsynced": self.synced, COPIED_BYTES: self.counters[COPIED_BYTES],
+                COPIED_IDS: self.counters[COPIED_IDS], RECONNECTS: self.counters[RECONNECTS]}
+
     def shutdown(self, halt: Halt) -> None:
         gevent.killall(self.greenlets)
+        if self.metrics is not None:
+            self.metrics.close()
         self._save_status("stopped", halt.reason or "")
         if self._sock is not None:
             self._sock.close()
@@ -160,6 +177,7 @@ class Follower(Process):
                     self._sock.close()
                     self._sock = None
                 self._rep = None
+            self.counters[RECONNECTS] += 1
             if self._connected:
                 failures = 0
             wait = backoff.delay(failures, base=0.1, cap=self.config.max_backoff)
@@ -214,6 +232,8 @@ class Follower(Process):
                     write = rep.on_data(event)
                     if write is not None:
                         flog.append_records(write.first_id, write.data, write.sizes)
+                        self.counters[COPIED_BYTES] += len(write.data)
+                        self.counters[COPIED_IDS] += len(write.sizes)
                         wrote = True
                 elif isinstance(event, rp.Next):
                     roll = rep.on_next(event)

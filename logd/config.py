@@ -27,7 +27,7 @@ from typing import Any, Callable, NamedTuple, TypeVar
 from . import admin
 
 __all__ = ["ConfigError", "FsyncMode", "FsyncPolicy", "Role", "ServerConfig", "SETTINGS", "Setting",
-           "VerifyMode", "parse_size", "parse_duration", "load"]
+           "VerifyMode", "parse_host_port", "parse_size", "parse_duration", "load"]
 
 
 class FsyncMode(StrEnum):
@@ -183,6 +183,18 @@ def _fsync(value: Any) -> FsyncPolicy:
     return FsyncPolicy.parse(value)
 
 
+def parse_host_port(value: Any) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); the host is required.
+    ``off`` is None (a flag can turn off what the TOML file turned on)."""
+    text = value if isinstance(value, str) else ""
+    if text.strip().lower() == "off":
+        return None
+    m = re.fullmatch(r"\s*(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):(\d{1,5})\s*", text)
+    if not m or int(m.group(3)) > 65535:
+        raise ValueError(f"must be HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, or off, not {value!r}")
+    return m.group(1) or m.group(2), int(m.group(3))
+
+
 def parse_bool(value: Any) -> bool:
     """A TOML boolean; on the command line such a setting is a switch (cli.py)."""
     if not isinstance(value, bool):
@@ -315,6 +327,9 @@ class ServerConfig(_Table):
     admin_from: tuple[str, ...] = _setting(
         admin.LOOPBACK, admin.parse_networks,
         "addresses or networks that may send SHUTDOWN, comma-separated (the unix socket always may)")
+    metrics: tuple[str, int] | None = _setting(
+        None, parse_host_port, "serve Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.rst)",
+        shown="off")
     max_clients: int = _setting(10_000, _int(1), "connections served at once")
     max_line: int = _setting(1024, _int(16), "longest command or length line")
     max_message: int = _setting(1 * MiB, _size(1), "largest message", show=format_size)

@@ -39,6 +39,7 @@ from .errors import LogdError
 from .events import EventQueue
 from .log.file import PROGRESS_EVERY, FileLog
 from .log.reader import LogReader
+from .metrics import MetricsServer, ServerCollector
 from .process import EXIT_FAILURE, Halt, Process
 from .server import Listener, tcp_listener, unix_listener
 from .stats import Stats
@@ -92,6 +93,7 @@ class Daemon(Process):
         self.watcher: Watcher | None = None
         self.queue: EventQueue | None = None
         self.listeners: list[Listener] = []
+        self.metrics: MetricsServer | None = None
         self._stopping = Event()
 
     def startup(self) -> None:
@@ -108,6 +110,8 @@ class Daemon(Process):
             # naming it, not after minutes of verification. Connections made
             # while the log opens wait in the listen backlog.
             self._socks = self._bind()
+            if config.metrics is not None:
+                self.metrics = MetricsServer(config.metrics)
             self.notify.status(f"opening the log in {os.path.abspath(config.data_dir)}")
             if config.refuse:
                 self.log, self.watcher = self._open_replica()
@@ -130,6 +134,8 @@ class Daemon(Process):
         else:
             handlers.extra_stats = lambda: {**queue_stats(), "role": str(role)}
         self.listeners = [Listener(self.queue, config, s) for s in self._socks]
+        if self.metrics is not None:
+            self.metrics.serve(ServerCollector(handlers.collect_stats, handlers.followers.values))
         self.queue.start()
         if self.watcher is not None:
             self.watcher.start(self.queue.commits)
@@ -153,6 +159,7 @@ class Daemon(Process):
             index_interval=config.index_interval,
             fsync=config.fsync.mode is not FsyncMode.NEVER,
             fsync_func=faults.fsync_func(),
+            on_fsync=self.metrics.fsync_seconds.observe if self.metrics is not None else None,
             verify=config.verify_on_start,
             allow_corrupt=config.allow_corrupt,
             on_progress=self._recovery_progress,
@@ -235,6 +242,8 @@ class Daemon(Process):
 
     def shutdown(self, halt: Halt) -> None:
         self._stopping.set()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.log is None or self.queue is None:  # stopped, or failed, before the log was open
             for sock in self._socks:
                 sock.close()

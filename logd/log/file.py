@@ -83,12 +83,15 @@ class _SyncPoint:
         self._fsync = fsync
         self.recovery_point = recovery_point
         self.recovery_point_error: str | None = None
+        self.seconds = 0.0  # how long the fsyncs took (for metrics)
 
     def run(self) -> None:
+        began = time.monotonic()
         for fd in self.fds:
             self._fsync(fd)
         if self.dir_path is not None:
             fsync_dir(self.dir_path)
+        self.seconds = time.monotonic() - began
         if self.recovery_point is not None:
             # Only now is everything up to it durable: say so, for the next start.
             # A failure (disk full) is not a failed fsync: the data is durable,
@@ -113,12 +116,14 @@ class FileLog(LogReader):
         allow_corrupt: bool = False,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         program: str | None = None,
+        on_fsync: Callable[[float], None] | None = None,
     ) -> None:
         # Called with each `verifying` line's fields (every PROGRESS_EVERY s while
         # the open verifies). It may raise to abort the open: it is called only
         # while a partition is being read, before anything of it is written.
         self._on_progress = on_progress
         self._program = program  # who the lock file names (None: this process's command)
+        self.on_fsync = on_fsync  # called with each sync round's fsync seconds (metrics.py)
         self.partition_size = partition_size
         self.fsync_enabled = fsync
         self._fsync = fsync_func
@@ -477,6 +482,8 @@ class FileLog(LogReader):
         for fd in point.fds[:-1]:
             self._unsynced_fds.remove(fd)
             os.close(fd)
+        if self.on_fsync is not None:
+            self.on_fsync(point.seconds)  # here, in the caller's greenlet, not in run's thread
         if point.head > self._synced:
             self._synced = point.head
             self._synced_pos = point.position
