@@ -312,9 +312,16 @@ class ServerConfig(_Table):
                           "with --refuse, how new data is noticed: inotify, poll (every --watch-interval), "
                           "auto: inotify where available")
     watch_interval: float = _setting(0.1, _duration, "with --refuse --watch poll: seconds between looks")
+    # -- admin commands and failover (issue 10) --
     admin_from: tuple[str, ...] = _setting(
-        admin.LOOPBACK, admin.parse_networks,
-        "addresses or networks that may send SHUTDOWN, comma-separated (the unix socket always may)")
+        admin.DEFAULT_ADMIN_FROM, admin.parse_networks,
+        "addresses or networks that may send SHUTDOWN, REFUSE and ACCEPT, comma-separated, or "
+        "'none' (the unix socket always may)")
+    admin_token: str | None = _setting(
+        None, _text, "a token that lets any peer send admin commands after AUTH <token> "
+        "(visible in ps: prefer --admin-token-file)", shown="none")
+    admin_token_file: str | None = _setting(
+        None, _text, "read the admin token from the first line of this file", shown="none")
     max_clients: int = _setting(10_000, _int(1), "connections served at once")
     max_line: int = _setting(1024, _int(16), "longest command or length line")
     max_message: int = _setting(1 * MiB, _size(1), "largest message", show=format_size)
