@@ -294,7 +294,7 @@ class Client:
         connection closing is as much as a client can see of that.
 
         Raises:
-            Forbidden: SHUTDOWN is taken only from loopback or the unix socket.
+            Forbidden: SHUTDOWN is an admin command (--admin-from, the unix socket, or ``auth``).
             ConnectionLost: the server cannot be reached, or it acknowledged but
                 did not close the connection within the client's timeout.
         """

@@ -66,7 +66,7 @@ from ..errors import StorageError
 from ..fsutil import atomic_write, read_small
 
 __all__ = ["META_FILE", "FORMAT", "ROLES", "Meta", "MetaError", "new", "load", "adopt", "save",
-           "encode", "decode", "with_role", "with_epoch"]
+           "encode", "decode", "with_role", "with_epoch", "parse_epochs"]
 
 log = structlog.get_logger("logd.log")
 
@@ -251,17 +251,32 @@ def _primary(doc: dict[str, Any], path: str) -> str:
     return value
 
 
-def _epochs(value: Any, path: str) -> tuple[tuple[int, int], ...]:
-    bad = MetaError(path, "epochs must be a non-empty list of [epoch, first id] pairs, "
-                          "both >= 1 and increasing")
-    if not isinstance(value, list) or not value:
+def parse_epochs(value: Any, allow_empty: bool = False) -> tuple[tuple[int, int], ...]:
+    """``[[epoch, first id], ...]`` (JSON lists or msgpack arrays) as tuples: both
+    >= 1, epochs increasing, first ids not decreasing. Also the replication
+    hellos' ``epochs`` field (protocol/replication.py), where ``[]`` is allowed.
+
+    Raises:
+        ValueError: anything else.
+    """
+    bad = ValueError("epochs must be a non-empty list of [epoch, first id] pairs, "
+                     "both >= 1 and increasing")
+    if not isinstance(value, (list, tuple)) or not (value or allow_empty) or len(value) > 100_000:
         raise bad
     out: list[tuple[int, int]] = []
     for pair in value:
-        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_int(v) and v >= 1 for v in pair)):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                and all(_is_int(v) and 1 <= v < 2**63 for v in pair)):
             raise bad
         epoch, first = pair
         if out and (epoch <= out[-1][0] or first < out[-1][1]):
             raise bad
         out.append((epoch, first))
     return tuple(out)
+
+
+def _epochs(value: Any, path: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return parse_epochs(value)
+    except ValueError as exc:
+        raise MetaError(path, str(exc)) from None

@@ -32,6 +32,7 @@ from typing import Any, Union
 import msgpack
 
 from ..errors import ProtocolError, from_reply
+from ..log.meta import parse_epochs
 from .commands import CRLF, MAX_INT_DIGITS, NEED_DATA, NeedData
 
 __all__ = [
@@ -181,21 +182,11 @@ def _decode_primary_hello(raw: bytes) -> PrimaryHello:
 
 
 def _epochs(doc: dict[Any, Any], what: str) -> tuple[tuple[int, int], ...]:
-    """The optional ``epochs`` field: ``[[epoch, first id], ...]``, increasing; missing: ()."""
-    value = doc.get("epochs", [])
-    bad = ValueError(f"{what} 'epochs' must be a list of [epoch, first id] pairs, increasing, "
-                     f"got {value!r:.100}")
-    if not isinstance(value, (list, tuple)) or len(value) > 10_000:
-        raise bad
-    out: list[tuple[int, int]] = []
-    for pair in value:
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
-                isinstance(v, int) and not isinstance(v, bool) and 1 <= v < 2**63 for v in pair)):
-            raise bad
-        if out and (pair[0] <= out[-1][0] or pair[1] < out[-1][1]):
-            raise bad
-        out.append((pair[0], pair[1]))
-    return tuple(out)
+    """The optional ``epochs`` field, checked as the meta file's are; missing: ()."""
+    try:
+        return parse_epochs(doc.get("epochs", []), allow_empty=True)
+    except ValueError as exc:
+        raise ValueError(f"{what} 'epochs': {exc}") from None
 
 
 def encode_ack(written: tuple[int, int, int], synced: tuple[int, int, int]) -> bytes:

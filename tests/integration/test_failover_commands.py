@@ -150,7 +150,8 @@ def test_accept_promotes_a_read_replica_once_its_follower_is_stopped(logd_server
     with logd.connect(replica.addr) as client:
         with pytest.raises(StorageError, match="stop it first"):
             client.accept()
-        assert client.stats()["role"] == "replica"
+        st = client.stats()
+        assert (st["role"], st["epoch"], st["epochs"]) == ("replica", 1, "1:1")
         with pytest.raises(Refused):
             client.append(b"no")
     write(primary.addr, 5, tag="late")  # the follower copies these before it stops
@@ -168,3 +169,53 @@ def test_accept_promotes_a_read_replica_once_its_follower_is_stopped(logd_server
     assert record_ids(rest) == list(range(21, 27)) and b"late4\r\n" in rest
     assert replica.events("replica_promoted")
     tail.sock.close()
+
+
+def test_refuse_answers_after_every_msg_before_it_and_refuses_every_msg_after(logd_server) -> None:
+    """One pipeline, under --fsync always: 200 MSGs, REFUSE, 3 MSGs. The queue is in
+    order, so REFUSE's final id is the last MSG's, and all three after it are refused."""
+    srv = logd_server("--fsync", "always")
+    other = Wire(srv.host, srv.port)
+    other.cmd("MSG", b"from another connection")
+    assert other.read_until(b"\r\n") == b"OK 1\r\n"
+    w = Wire(srv.host, srv.port)
+    pipeline = b"".join(protocol_msg(b"p%d" % i) for i in range(200))
+    w.send(pipeline + b"REFUSE\r\n" + protocol_msg(b"late") * 3)
+    replies = [w.read_until(b"\r\n") for _ in range(204)]
+    assert replies[:200] == [b"OK %d\r\n" % i for i in range(2, 202)]
+    assert replies[200] == b"OK 201\r\n"
+    assert all(r.startswith(b"ERR_CLIENT REFUSED this server refuses writes") for r in replies[201:])
+    st = w.stats()
+    assert (st["head"], st["synced_head"], st["role"]) == (201, 201, "refusing")
+    srv.kill()  # no clean stop: what REFUSE acknowledged is on disk all the same
+    assert head_of(srv.data_dir) == 201
+
+
+def protocol_msg(body: bytes) -> bytes:
+    from logd.protocol import encode_command
+    return encode_command("MSG", body)
+
+
+def test_a_follower_reporting_a_higher_epoch_makes_the_primary_refuse(logd_server) -> None:
+    from logd.protocol import replication as rp
+
+    srv = logd_server()
+    write(srv.addr, 3)
+    hello = rp.encode_follower_hello(rp.FollowerHello(None, 0, 0, "newer", ((1, 1), (2, 4))))
+    w = Wire(srv.host, srv.port)
+    w.cmd("REPLICATE", 0, 0, 0, hello)
+    line = w.read_until(b"\r\n")
+    assert line.startswith(b"ERR_CLIENT REFUSED this server is in epoch 1 and the peer in epoch 2"), line
+    w.cmd("MSG", b"x")
+    assert b"epoch 2 seen from 127.0.0.1:" in w.read_until(b"\r\n")
+    st = w.stats()
+    assert st["role"] == "refusing" and st["higher_epoch_seen"].startswith("2 from 127.0.0.1:")
+    seen = srv.wait_event("higher_epoch_seen")
+    assert (seen["epoch"], seen["peer_epoch"]) == (1, 2)
+    assert meta(srv.data_dir)["role"] == "refusing"
+    # A follower in the same epoch is still served (a refusing primary keeps its followers).
+    same = rp.encode_follower_hello(rp.FollowerHello(None, 0, 0, "same", ((1, 1),)))
+    w2 = Wire(srv.host, srv.port)
+    w2.cmd("REPLICATE", 0, 0, 0, same)
+    assert w2.read_until(b"\r\n").startswith(b"OK ")
+    assert b"m2\r\n" in w2.read_until(b"+HEAD 3 1 ")  # the records, then idle heartbeats

@@ -41,5 +41,5 @@ def test_primary_hello_epochs_through_the_frame_parser(chunker) -> None:  # type
                                  [[1, True]], [[1, 2**63]]])
 def test_bad_epochs_are_refused(bad: object) -> None:
     raw = msgpack.packb({"history": None, "last_id": 0, "last_crc": 0, "epochs": bad})
-    with pytest.raises(ValueError, match="'epochs' must be a list"):
+    with pytest.raises(ValueError, match="'epochs': epochs must be a non-empty list"):
         rp.decode_follower_hello(raw)

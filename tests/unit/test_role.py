@@ -130,3 +130,35 @@ def test_meta_roles_and_epochs_round_trip() -> None:
     assert meta_mod.decode(meta_mod.encode(e)) == e
     with pytest.raises(meta_mod.MetaError, match="primary 5 is not"):
         meta_mod.decode(meta_mod.encode(r).replace(b'"h:1"', b"5"))
+
+
+@pytest.mark.parametrize("raw, want", [
+    (b"REFUSE\r\n", Refuse(0, "")),
+    (b"REFUSE 0 10.0.0.2:1774\r\n", Refuse(0, "10.0.0.2:1774")),
+    (b"REFUSE 10.0.0.2:1774\r\n", Refuse(0, "10.0.0.2:1774")),
+    (b"REFUSE 3 [::1]:1774\r\n", Refuse(3, "[::1]:1774")),
+    (b"ACCEPT\r\n", Accept(0)),
+])
+def test_refuse_and_accept_parse(raw: bytes, want: object) -> None:
+    from logd.protocol import CommandParser
+    parser = CommandParser()
+    parser.receive_data(raw)
+    assert parser.next_command() == want
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"REFUSE 0 nohost\r\n", "new primary must be host:port"),
+    (b"REFUSE 0 h:99999\r\n", "new primary must be host:port"),
+    (b"REFUSE 0 :1\r\n", "new primary must be host:port"),
+    (b"REFUSE 0 a:1 b:2\r\n", "usage: REFUSE [partition] [new-primary host:port]"),
+    (b"AUTH\r\n", "usage: AUTH <token>"),
+    (b"AUTH a b\r\n", "usage: AUTH <token>"),
+])
+def test_bad_refuse_and_auth_arguments(raw: bytes, message: str) -> None:
+    from logd.protocol import CommandParser
+    parser = CommandParser()
+    parser.receive_data(raw)
+    with pytest.raises(InvalidArgument, match=message.replace("[", r"\[")):
+        parser.next_command()
+    parser.receive_data(b"PING\r\n")
+    assert type(parser.next_command()).__name__ == "Ping"  # the connection stays usable
