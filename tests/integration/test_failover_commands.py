@@ -171,10 +171,12 @@ def test_accept_promotes_a_read_replica_once_its_follower_is_stopped(logd_server
     tail.sock.close()
 
 
-def test_refuse_answers_after_every_msg_before_it_and_refuses_every_msg_after(logd_server) -> None:
-    """One pipeline, under --fsync always: 200 MSGs, REFUSE, 3 MSGs. The queue is in
-    order, so REFUSE's final id is the last MSG's, and all three after it are refused."""
-    srv = logd_server("--fsync", "always")
+@pytest.mark.parametrize("fsync", ["always", "never"])
+def test_refuse_answers_after_every_msg_before_it_and_refuses_every_msg_after(logd_server, fsync) -> None:
+    """One pipeline: 200 MSGs, REFUSE, 3 MSGs. The queue is in order, so REFUSE's
+    final id is the last MSG's, all three after it are refused, and (whatever
+    --fsync says) the final id is fsynced when REFUSE answers."""
+    srv = logd_server("--fsync", fsync)
     other = Wire(srv.host, srv.port)
     other.cmd("MSG", b"from another connection")
     assert other.read_until(b"\r\n") == b"OK 1\r\n"
