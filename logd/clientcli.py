@@ -599,12 +599,44 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+ADMIN_TOKEN_ENV = "LOGD_ADMIN_TOKEN"
+
+
+def _admin_client(args: argparse.Namespace) -> Client:
+    """A connection for admin commands: ``AUTH`` first when ``$LOGD_ADMIN_TOKEN`` is set."""
+    client = _client(args)
+    token = os.environ.get(ADMIN_TOKEN_ENV, "")
+    if token:
+        try:
+            client.auth(token)
+        except BaseException:
+            client.close()
+            raise
+    return client
+
+
 def cmd_shutdown(args: argparse.Namespace) -> int:
     """Stop the server gracefully; exit 0 once it acknowledged and closed the connection."""
-    with _client(args) as client:
+    with _admin_client(args) as client:
         client.shutdown()
     if _isatty(sys.stdout):
         print(f"{args.host}: shutting down")
+    return EXIT_OK
+
+
+def cmd_refuse(args: argparse.Namespace) -> int:
+    """REFUSE: print the final id (fsynced) once the server takes no more writes."""
+    with _admin_client(args) as client:
+        final = client.refuse(args.new_primary or "")
+    print(final)
+    return EXIT_OK
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    """ACCEPT: print the epoch and the id it begins at (or that it was already primary)."""
+    with _admin_client(args) as client:
+        epoch, first, changed = client.accept()
+    print(f"{'' if changed else 'already primary '}epoch={epoch} first={first}")
     return EXIT_OK
 
 
@@ -790,7 +822,28 @@ def register(subparsers: Any) -> None:
         "stop the server gracefully",
         "Send SHUTDOWN: the server stops accepting, answers what is in flight, ends\n"
         "streams, flushes and exits 0. Exits 0 once the server has acknowledged and\n"
-        "closed the connection. Accepted only over loopback or the unix socket.",
+        "closed the connection. An admin command: accepted from --admin-from\n"
+        "(default 127.0.0.1, ::1) and the unix socket, or anywhere after AUTH with\n"
+        "the admin token, which this command sends first when $LOGD_ADMIN_TOKEN is set.",
+    )
+    refuse = add(
+        "refuse",
+        cmd_refuse,
+        "stop the server taking writes (failover)",
+        "Send REFUSE: the server answers every MSG from now on with ERR_CLIENT REFUSED\n"
+        "(naming --new-primary when given), fsyncs what it has, persists the role, and\n"
+        "replies with the final id, which this prints. Followers keep streaming up to it.\n"
+        "Idempotent. An admin command (see shutdown; $LOGD_ADMIN_TOKEN).",
+    )
+    refuse.add_argument("--new-primary", metavar="HOST:PORT",
+                        help="the server that takes writes instead, named in refusals")
+    add(
+        "accept",
+        cmd_accept,
+        "make the server a primary (failover)",
+        "Send ACCEPT: a refusing primary, or a read replica whose follower has been\n"
+        "stopped, takes writes in a new epoch; prints 'epoch=N first=ID' (or 'already\n"
+        "primary epoch=N first=ID'). An admin command (see shutdown; $LOGD_ADMIN_TOKEN).",
     )
 
 

@@ -324,9 +324,16 @@ class ServerConfig(_Table):
                           "with --refuse, how new data is noticed: inotify, poll (every --watch-interval), "
                           "auto: inotify where available")
     watch_interval: float = _setting(0.1, _duration, "with --refuse --watch poll: seconds between looks")
+    # -- admin commands and failover (issue 10) --
     admin_from: tuple[str, ...] = _setting(
-        admin.LOOPBACK, admin.parse_networks,
-        "addresses or networks that may send SHUTDOWN, comma-separated (the unix socket always may)")
+        admin.DEFAULT_ADMIN_FROM, admin.parse_networks,
+        "addresses or networks that may send SHUTDOWN, REFUSE and ACCEPT, comma-separated, or "
+        "'none' (the unix socket always may)")
+    admin_token: str | None = _setting(
+        None, _text, "a token that lets any peer send admin commands after AUTH <token> "
+        "(visible in ps: prefer --admin-token-file)", shown="none")
+    admin_token_file: str | None = _setting(
+        None, _text, "read the admin token from the first line of this file", shown="none")
     metrics: tuple[str, int] | None = _setting(
         None, parse_host_port, "serve Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.rst)",
         shown="off")

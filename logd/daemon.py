@@ -27,16 +27,18 @@ import errno
 import os
 import resource
 import socket
+from typing import Any
 
 import gevent
 import structlog
 from gevent.event import Event
 
 from . import faults
-from .admin import AdminPolicy
-from .config import FsyncMode, FsyncPolicy, Role, ServerConfig
+from .admin import AdminPolicy, load_token
+from .config import FsyncMode, FsyncPolicy, ServerConfig
 from .errors import LogdError
 from .events import EventQueue
+from .events.role import REFUSING, Role as RoleState
 from .log.file import PROGRESS_EVERY, FileLog
 from .log.reader import LogReader
 from .metrics import MetricsServer, ServerCollector
@@ -95,6 +97,7 @@ class Daemon(Process):
         self.listeners: list[Listener] = []
         self.metrics: MetricsServer | None = None
         self._stopping = Event()
+        self._queue_stats: Any = dict
 
     def startup(self) -> None:
         """Bind, recover the log, start serving.
@@ -109,6 +112,10 @@ class Daemon(Process):
             # Addresses first (issue 7 item 10): a taken port fails at once,
             # naming it, not after minutes of verification. Connections made
             # while the log opens wait in the listen backlog.
+            try:
+                token = load_token(config.admin_token, config.admin_token_file)
+            except ValueError as exc:
+                raise OSError(str(exc)) from None
             self._socks = self._bind()
             if config.metrics is not None:
                 self.metrics = MetricsServer(config.metrics)
@@ -125,14 +132,21 @@ class Daemon(Process):
         self.queue = EventQueue(self.log, fsync, self.stats)
         handlers = self.queue.handlers
         handlers.on_shutdown = self.request_stop
-        handlers.admin = AdminPolicy(config.admin_from)
-        role = Role.REPLICA if config.refuse else Role.PRIMARY
+        handlers.admin = AdminPolicy(config.admin_from, token)
         queue_stats, watcher = handlers.extra_stats, self.watcher
+        self._queue_stats = queue_stats
         if watcher is not None:
             handlers.refusing = watcher.refused
+            handlers.promote = self.promote
             handlers.extra_stats = lambda: {**queue_stats(), **watcher.stats()}
         else:
-            handlers.extra_stats = lambda: {**queue_stats(), "role": str(role)}
+            handlers.extra_stats = queue_stats
+        whoami = handlers.role.whoami()
+        role = whoami.role
+        if role == REFUSING:
+            log.warning("starting_refusing", reason="the meta file says refusing: a REFUSE (or a "
+                        "higher epoch seen) before this start; send ACCEPT to take writes",
+                        new_primary=whoami.new_primary, epoch=whoami.epoch)
         self.listeners = [Listener(self.queue, config, s) for s in self._socks]
         if self.metrics is not None:
             self.metrics.serve(ServerCollector(handlers.collect_stats, handlers.followers.values))
@@ -149,7 +163,7 @@ class Daemon(Process):
                 host, port = listener.address[:2]
                 extra = {"watch": self.watcher.mode} if self.watcher is not None else {}
                 log.info("listening", host=host, port=port, data_dir=self.log.directory,
-                         fsync=str(config.fsync), role=str(role), **extra)
+                         fsync=str(config.fsync), role=role, epoch=whoami.epoch, **extra)
 
     def _open_writer(self) -> FileLog:
         config = self.config
@@ -179,6 +193,31 @@ class Daemon(Process):
                  head=reader.head(), partitions=len(reader.partitions()),
                  history=reader.meta.history if reader.meta else "")
         return reader, watcher
+
+    def promote(self) -> None:
+        """ACCEPT on a read replica: open its directory for writing in place of
+        the reader (the handler then starts the new epoch). Runs in the queue's
+        greenlet; the open (lock, recovery of the tail) blocks it meanwhile.
+
+        Raises:
+            DirectoryLocked: a follower (or another writer) holds the lock; it
+                names the holder and nothing has changed.
+            StorageError: the open failed; nothing has changed.
+        """
+        assert self.queue is not None and self.watcher is not None
+        writer = self._open_writer()  # raises before anything changes
+        self.watcher.stop()
+        self.watcher = None
+        handlers = self.queue.handlers
+        self.queue.use_log(writer, self.config.fsync)
+        self.log = writer
+        handlers.role = RoleState(writer)
+        handlers.role.refusing, handlers.role.reason = True, "promoting a read replica"
+        handlers.promote = None
+        handlers.extra_stats = self._queue_stats
+        log.warning("replica_promoted", directory=writer.directory, head=writer.head())
+        if self.config.retain_bytes or self.config.retain_age:
+            gevent.spawn(self._retention_loop)
 
     def _directory_gone(self, why: str) -> None:
         self.request_halt(EXIT_FAILURE, why)
@@ -260,6 +299,7 @@ class Daemon(Process):
         for listener in self.listeners:
             listener.stop(timeout)
         self.queue.stop()
+        self.queue.close_old_readers()
         self.log.close()
         self._remove_unix_socket()
         log.info("shutdown_complete", head=self.log.head())

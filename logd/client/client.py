@@ -294,7 +294,7 @@ class Client:
         connection closing is as much as a client can see of that.
 
         Raises:
-            Forbidden: SHUTDOWN is taken only from loopback or the unix socket.
+            Forbidden: SHUTDOWN is an admin command (--admin-from, the unix socket, or ``auth``).
             ConnectionLost: the server cannot be reached, or it acknowledged but
                 did not close the connection within the client's timeout.
         """
@@ -308,6 +308,44 @@ class Client:
                 f"{self.address} acknowledged SHUTDOWN but did not close the connection: "
                 f"{exc.__cause__}"
             ) from exc.__cause__
+
+    def auth(self, token: str) -> None:
+        """Send the admin token (``AUTH``): admin commands are then accepted on
+        this connection from any address.
+
+        Raises:
+            Forbidden: the token is wrong.
+            InvalidArgument: the server has no admin token configured.
+        """
+        self.connection.send(encode_command("AUTH", token))
+        self.connection.expect(Ok, "AUTH")
+
+    def refuse(self, new_primary: str = "", partition: int = 0) -> int:
+        """Stop the server taking writes (``REFUSE``); return the final id, once fsynced.
+
+        Raises:
+            Forbidden: admin commands are not accepted from here (see ``auth``).
+        """
+        args: list[str | int] = [partition] + ([new_primary] if new_primary else [])
+        self.connection.send(encode_command("REFUSE", *args))
+        return self.connection.expect(OkId, "REFUSE").id  # type: ignore[union-attr]
+
+    def accept(self, partition: int = 0) -> tuple[int, int, bool]:
+        """Make the server a primary (``ACCEPT``); return ``(epoch, first id, changed)``:
+        ``changed`` is False when it was already primary.
+
+        Raises:
+            Forbidden: admin commands are not accepted from here (see ``auth``).
+            StorageError: a read replica's directory is held by another writer (a follower).
+        """
+        self.connection.send(encode_command("ACCEPT", partition))
+        text = self.connection.next_ok_text()
+        words = dict(w.split("=", 1) for w in text.split() if "=" in w)
+        try:
+            return int(words["epoch"]), int(words["first"]), not text.startswith("already")
+        except (KeyError, ValueError):
+            self.connection.drop()
+            raise ProtocolError(f"ACCEPT: unexpected reply {text[:80]!r}") from None
 
     def stats(self) -> dict[str, Any]:
         """The server's counters, decoded from ``STATS msgpack``."""

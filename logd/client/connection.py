@@ -390,6 +390,14 @@ class Connection:
             self.drop()
             raise
 
+    def next_ok_text(self) -> str:
+        """The words of the next ``OK <words>`` reply (ACCEPT's).
+
+        Raises:
+            LogdError: as ``next_reply()``.
+        """
+        return self._wait("next_ok_text")  # type: ignore[return-value]
+
     def expect(self, kind: type, what: str) -> Ok | OkId | Pong:
         """``next_reply()``, checked to be a ``kind`` (``Ok``, ``OkId``, ``Pong``).
 

@@ -22,22 +22,27 @@ from ..errors import (Diverged, Forbidden, InvalidArgument, NotRetained, OutOfRa
                       ShuttingDown, StorageError, UnknownCommand)
 from ..log import Log
 from ..protocol import replication as rp
+from .role import Role
 
-__all__ = ["Handlers", "Stream", "Replication", "FollowerState", "WaitCommit", "CloseAfter", "Peer",
-           "Reply", "FULL_COPIES", "PARTIAL_RESUMES"]
+__all__ = ["Handlers", "Stream", "Replication", "FollowerState", "WaitCommit", "WaitSync", "CloseAfter",
+           "Peer", "Reply", "FULL_COPIES", "PARTIAL_RESUMES", "ADMIN_REFUSED", "AUTH_FAILURES"]
 
 FULL_COPIES = "replication_full_copies"  # REPLICATE from a follower with nothing yet
 PARTIAL_RESUMES = "replication_partial_resumes"  # ... from a follower resuming its copy
+ADMIN_REFUSED = "admin_refused"  # admin commands from a peer that may not send them
+AUTH_FAILURES = "auth_failures"  # AUTH with a wrong token
 
 log = structlog.get_logger("logd.events")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Peer:
-    """Who sent a command: enough to decide admin rights."""
+    """Who sent a command: enough to decide admin rights. One per connection:
+    a successful AUTH sets ``authenticated`` for the rest of it."""
 
     addr: str
     local: bool  # the admin policy trusts its address, or it came over the unix socket
+    authenticated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +94,20 @@ class WaitCommit:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitSync:
+    """Send ``reply`` once everything written so far is fsynced (REFUSE)."""
+
+    reply: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class CloseAfter:
     """Send ``reply``, then close the connection."""
 
     reply: bytes
 
 
-Reply = Union[bytes, Stream, Replication, WaitCommit, CloseAfter]
+Reply = Union[bytes, Stream, Replication, WaitCommit, WaitSync, CloseAfter]
 
 
 class Handlers:
@@ -117,9 +129,10 @@ class Handlers:
         self.on_shutdown = on_shutdown
         self.extra_stats = extra_stats
         self.stopping = False
-        # A read replica (--refuse, daemon.py) sets this: every MSG gets the
-        # Refused it returns, which names the primary when known.
-        self.refusing: Callable[[], Refused] | None = None
+        # Primary, refusing or read replica (role.py); the daemon sets a replica's.
+        self.role = Role(log_)
+        # ACCEPT on a read replica: the daemon swaps the log (None: not possible here).
+        self.promote: Callable[[], None] | None = None
         self.followers: dict[int, FollowerState] = {}  # by connection id, kept by server.py
         self._table: dict[type, Callable[[Any, Peer], Reply]] = {
             p.Msg: self.msg,
@@ -130,17 +143,27 @@ class Handlers:
             p.Shutdown: self.shutdown,
             p.Stats: self.stats_,
             p.Replicate: self.replicate,
-            p.Refuse: self.not_yet,
-            p.Accept: self.not_yet,
+            p.Refuse: self.refuse,
+            p.Accept: self.accept,
+            p.Auth: self.auth,
         }
+
+    @property
+    def refusing(self) -> Callable[[], Refused] | None:
+        return self.role.refusal if self.role.refusing else None
+
+    @refusing.setter
+    def refusing(self, refusal: Callable[[], Refused]) -> None:
+        """A read replica: every MSG gets the Refused ``refusal`` returns."""
+        self.role = Role(self.log, replica=True, replica_refusal=refusal)
 
     def handle(self, command: p.Command, peer: Peer) -> Reply:
         """Run one command. Raises LogdError subclasses for error replies."""
         return self._table[type(command)](command, peer)
 
     def msg(self, cmd: p.Msg, peer: Peer) -> Reply:
-        if self.refusing is not None:
-            raise self.refusing()
+        if self.role.refusing:
+            raise self.role.refusal()
         if self.stopping:
             raise ShuttingDown("server is shutting down; not accepting writes")
         try:
@@ -188,11 +211,62 @@ class Handlers:
         return CloseAfter(p.OK)
 
     def shutdown(self, cmd: p.Shutdown, peer: Peer) -> Reply:
-        if not self.admin.allows(peer):
-            log.warning("admin_refused", command="SHUTDOWN", peer=peer.addr)
-            raise Forbidden(f"SHUTDOWN is accepted only from {self.admin.who}")
+        self._admin_only("SHUTDOWN", peer)
         self.on_shutdown()
         return p.OK
+
+    # -- admin: who may, and the role switch (role.py) -----------------------------------
+
+    def _admin_only(self, name: str, peer: Peer) -> None:
+        if not self.admin.allows(peer):
+            self.stats.incr(ADMIN_REFUSED)
+            log.warning("admin_refused", command=name, peer=peer.addr)
+            raise Forbidden(f"{name} is accepted only from {self.admin.who}")
+
+    def auth(self, cmd: p.Auth, peer: Peer) -> Reply:
+        if self.admin.token is None:
+            raise InvalidArgument("AUTH: no admin token is configured on this server")
+        if not self.admin.check_token(cmd.token):
+            self.stats.incr(AUTH_FAILURES)
+            log.warning("auth_failed", peer=peer.addr)
+            raise Forbidden("AUTH: wrong admin token")
+        peer.authenticated = True
+        return p.OK
+
+    def refuse(self, cmd: p.Refuse, peer: Peer) -> Reply:
+        """Stop taking writes; ``OK <final id>`` once all of it is fsynced.
+
+        Everything before REFUSE in the queue has been appended (the queue is
+        in order), so the head now is the final id. The role is persisted
+        here, before the reply; the reply waits for the fsync (``WaitSync``).
+        """
+        self._admin_only("REFUSE", peer)
+        if cmd.partition:
+            raise InvalidArgument(
+                "REFUSE <partition> other than 0 is not supported: the reply must carry the "
+                "final id, which a deferred refusal cannot know; send REFUSE when it should apply")
+        self.role.refuse(cmd.new_primary, f"REFUSE from {peer.addr}")
+        final = self.log.head()
+        log.info("refuse", peer=peer.addr, final_id=final, new_primary=cmd.new_primary)
+        if self.role.replica:
+            return p.encode_ok_id(final)  # a read replica writes nothing: nothing to fsync
+        return WaitSync(p.encode_ok_id(final))
+
+    def accept(self, cmd: p.Accept, peer: Peer) -> Reply:
+        """Take writes: ``OK epoch=<n> first=<id>``, or ``OK already primary epoch=<n> first=<id>``."""
+        self._admin_only("ACCEPT", peer)
+        if cmd.partition:
+            raise InvalidArgument(
+                "ACCEPT <partition> other than 0 is not supported: an epoch begins at the next id, "
+                "in the active partition")
+        if self.role.replica:
+            if self.promote is None:
+                raise InvalidArgument("ACCEPT: this read replica cannot be promoted here")
+            self.promote()  # raises (DirectoryLocked naming the holder) with nothing changed
+        epoch, first, changed = self.role.accept()
+        log.info("accept", peer=peer.addr, epoch=epoch, first_id=first, changed=changed)
+        prefix = b"OK " if changed else b"OK already primary "
+        return prefix + b"epoch=%d first=%d\r\n" % (epoch, first)
 
     def stats_(self, cmd: p.Stats, peer: Peer) -> Reply:
         data = self.collect_stats()
@@ -211,6 +285,10 @@ class Handlers:
         data.update(self.log.stats())
         data.update(self.stats.snapshot())
         data.update(self.extra_stats())
+        data.update(self.role.whoami().stats())
+        data["higher_epoch_seen"] = self.role.higher_epoch_seen
+        data[ADMIN_REFUSED] = self.stats.counters[ADMIN_REFUSED]
+        data[AUTH_FAILURES] = self.stats.counters[AUTH_FAILURES]
         data[FULL_COPIES] = self.stats.counters[FULL_COPIES]
         data[PARTIAL_RESUMES] = self.stats.counters[PARTIAL_RESUMES]
         data["followers"] = len(self.followers)
@@ -228,6 +306,8 @@ class Handlers:
                 follower = rp.decode_follower_hello(cmd.hello)
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from None
+        if follower is not None:
+            self._check_epochs(follower.epochs, peer)
         hello = self.plan_replication(cmd.start, cmd.offset, follower)
         if cmd.end and cmd.end < hello.partition:
             raise InvalidArgument(f"end partition {cmd.end} is before start partition {hello.partition}")
@@ -238,6 +318,26 @@ class Handlers:
                  anonymous=follower is None)
         return Replication(hello.partition, hello.offset, hello.next_id, cmd.end,
                            rp.encode_hello_reply(hello), follower)
+
+    def _check_epochs(self, epochs: tuple[tuple[int, int], ...], peer: Peer) -> None:
+        """A peer in a higher epoch than ours: another server was ACCEPTed since
+        ours began. Refuse writes from now on (persisted), and this stream too.
+
+        Raises:
+            Refused: the peer's epoch is higher.
+        """
+        ours = self.role.whoami().epoch
+        if not epochs or not ours or epochs[-1][0] <= ours:
+            return
+        theirs = epochs[-1][0]
+        seen = f"{theirs} from {peer.addr}"
+        if not self.role.higher_epoch_seen:
+            log.error("higher_epoch_seen", epoch=ours, peer_epoch=theirs, peer=peer.addr)
+        self.role.higher_epoch_seen = seen
+        if not self.role.replica:
+            self.role.refuse("", f"epoch {theirs} seen from {peer.addr}, above this server's {ours}")
+        raise Refused(f"this server is in epoch {ours} and the peer in epoch {theirs}: it is no "
+                      "longer the primary and takes no writes; do not follow it")
 
     def plan_replication(self, start: int, offset: int, follower: rp.FollowerHello | None
                          ) -> rp.PrimaryHello:
@@ -300,7 +400,5 @@ class Handlers:
                 raise Diverged(f"record {follower.last_id} differs (crc {follower.last_crc:08x} on "
                                f"the follower, {before.crc:08x} on the primary)", **at)
         return rp.PrimaryHello(history, head, first_part.number, first, start, offset, next_id,
-                               found[0].first_id)
+                               found[0].first_id, meta.epochs if meta is not None else ())
 
-    def not_yet(self, cmd: p.Command, peer: Peer) -> Reply:
-        raise UnknownCommand(f"{type(cmd).__name__.upper()} is not implemented in this version")

@@ -20,6 +20,11 @@ written. Readers see committed ids only: the queue publishes each commit to
 its commit source (``queue.commits``, ``commit.py``), which wakes
 tailing readers; streams depend on that and on the log, not on the queue.
 
+REFUSE replies ``WaitSync``: the queue fsyncs everything written (under
+every policy, ``never`` included: a planned failover hands over a durable
+log) and then sends the reply. One fsync round runs at a time
+(``_sync_lock``), whichever loop or REFUSE asks for it.
+
 ``Handlers`` (``handlers.py``) is plain code callable without the queue or gevent, for tests.
 """
 
@@ -33,6 +38,7 @@ from typing import Any
 import gevent
 import structlog
 from gevent.event import AsyncResult, Event
+from gevent.lock import Semaphore
 from gevent.queue import Queue
 
 from .. import __version__
@@ -42,7 +48,7 @@ from ..config import FsyncMode, FsyncPolicy
 from ..errors import LogdError, ServerError, ShuttingDown
 from ..log import Log
 from .commit import Commits
-from .handlers import Handlers, Peer, WaitCommit
+from .handlers import Handlers, Peer, WaitCommit, WaitSync
 
 __all__ = ["EventQueue"]
 
@@ -70,6 +76,8 @@ class EventQueue:
         self._immediate = fsync.mode is not FsyncMode.ALWAYS
         self._closed = False
         self._running = False  # a handler is running (they never yield; this guards it)
+        self._readers_before: list[Log] = []  # read-only logs before a promotion (use_log)
+        self._sync_lock = Semaphore()  # one fsync round at a time (a SyncPoint is not reentrant)
 
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self._consume))
@@ -135,7 +143,9 @@ class EventQueue:
         finally:
             self._running = False
         self.stats.command(name)
-        if type(reply) is WaitCommit:
+        if type(reply) is WaitSync:
+            gevent.spawn(self._sync_then, result, reply.reply)
+        elif type(reply) is WaitCommit:
             if reply.id <= self.commits.committed:
                 result.set(reply.reply)
             else:
@@ -148,8 +158,32 @@ class EventQueue:
         if self._immediate and self.commits.committed < self.log.head() and self._queue.empty():
             self._publish(self.log.head())
 
+    def use_log(self, log_: Log, fsync: FsyncPolicy) -> None:
+        """A read replica promoted (ACCEPT): write ``log_`` from now on, under
+        ``fsync``. The old read-only log stays open for the cursors streams
+        already hold, refreshed before each publish so they see what is new."""
+        old = self.log
+        self._readers_before.append(old)
+        self.log = self.handlers.log = log_
+        self.fsync = self.handlers.fsync = fsync
+        self._immediate = fsync.mode is not FsyncMode.ALWAYS
+        if fsync.mode is FsyncMode.ALWAYS:
+            self._greenlets.append(gevent.spawn(self._sync_loop))
+        elif fsync.mode is FsyncMode.INTERVAL:
+            self._greenlets.append(gevent.spawn(self._interval_loop))
+
+    def close_old_readers(self) -> None:
+        for reader in self._readers_before:
+            reader.close()
+        self._readers_before.clear()
+
     def _publish(self, head: int) -> None:
         """Ids up to ``head`` are committed: release replies, wake readers."""
+        for reader in self._readers_before:
+            try:
+                reader.refresh()  # type: ignore[attr-defined]
+            except Exception:  # a stale view only delays its old streams
+                log.exception("old_reader_refresh_failed")
         # Wake tail readers first: gevent runs wake-ups in order, so records
         # reach readers before the writers' acks go out (W5 latency).
         self.commits.publish(head, self.log.position(head + 1))
@@ -160,8 +194,22 @@ class EventQueue:
 
     # -- durability -------------------------------------------------------------------
 
+    def _sync_then(self, result: AsyncResult, reply: bytes) -> None:
+        """REFUSE's reply, once everything written so far is fsynced."""
+        log_ = self.log
+        if log_.head() > log_.synced_head() and not self._sync_once():
+            result.set(p.encode_error(getattr(log_, "failed", None) or ServerError("fsync failed")))
+            return
+        if self.fsync.mode is FsyncMode.ALWAYS:
+            self._publish(log_.synced_head())
+        result.set(reply)
+
     def _sync_once(self) -> bool:
         """One fsync round; returns False when writes are now stopped."""
+        with self._sync_lock:
+            return self._sync_round()
+
+    def _sync_round(self) -> bool:
         point = self.log.begin_sync()
         began = time.monotonic()
         try:

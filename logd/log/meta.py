@@ -19,11 +19,19 @@ One line of JSON, so an operator can read it with ``cat`` (and ``jq``)::
 ``created``
     When the history was made, UTC, ISO 8601, whole seconds.
 ``role``
-    ``primary`` (the only role so far; replication adds ``replica``).
+    ``primary``; ``replica`` (a follower's copy, written by logd-follower);
+    ``refusing`` (a primary told to REFUSE, or that saw a higher epoch: it
+    takes no writes, and comes back refusing after any restart, until an
+    ACCEPT). A logd older than issue 10 refuses to open a ``refusing``
+    directory, which is the safe outcome.
 ``epochs``
     ``[[epoch, first id], ...]``: the id each epoch's first record got, as
     Kafka's leader-epoch checkpoint. One epoch, from id 1, until failover
-    adds more.
+    adds more; each ACCEPT appends ``[last epoch + 1, next id]``. An epoch
+    in which nothing was written has the same first id as the next one.
+``primary`` (optional)
+    Only with ``role: refusing``: the new primary the REFUSE named
+    (``host:port``), so that refusals after a restart still name it.
 
 Why JSON and not msgpack (the wire's encoding): the file is tiny, read once
 per open, and read by people (``cat``, backups, support tickets) more often
@@ -39,7 +47,7 @@ A file that exists but is not a whole format-1 file is never replaced
 silently, because it is the only record of which history the partitions
 belong to: the open fails with ``MetaError``, naming the file. Moving it
 away on purpose makes the next writer adopt the directory as a new history.
-Keys other than the five are refused too: they can only come from a newer
+Keys other than the five (and ``primary``) are refused too: they can only come from a newer
 format, and rewriting the file without them could drop an epoch fence.
 """
 
@@ -58,14 +66,15 @@ from ..errors import StorageError
 from ..fsutil import atomic_write, read_small
 
 __all__ = ["META_FILE", "FORMAT", "ROLES", "Meta", "MetaError", "new", "load", "adopt", "save",
-           "encode", "decode"]
+           "encode", "decode", "with_role", "with_epoch", "parse_epochs"]
 
 log = structlog.get_logger("logd.log")
 
 META_FILE = "meta"
 FORMAT = 1
-ROLES = ("primary", "replica")
+ROLES = ("primary", "replica", "refusing")
 _KEYS = ("format", "history", "created", "role", "epochs")
+_OPTIONAL = ("primary",)
 _MAX_SIZE = 64 * 1024  # a sane meta file is ~150 bytes; do not read a stray huge file whole
 
 
@@ -88,6 +97,24 @@ class Meta:
     created: str  # UTC, "YYYY-MM-DDTHH:MM:SSZ"
     role: str  # one of ROLES
     epochs: tuple[tuple[int, int], ...]  # (epoch, first id), increasing
+    primary: str = ""  # role "refusing": the new primary its REFUSE named, if any
+
+    @property
+    def epoch(self) -> int:
+        """The current (last) epoch."""
+        return self.epochs[-1][0]
+
+
+def with_role(meta: Meta, role: str, primary: str = "") -> Meta:
+    """``meta`` with another role (and, refusing, the new primary's address)."""
+    return Meta(meta.format, meta.history, meta.created, role, meta.epochs,
+                primary if role == "refusing" else "")
+
+
+def with_epoch(meta: Meta, first_id: int) -> Meta:
+    """``meta`` as a primary in a new epoch (last + 1) whose first record is ``first_id``."""
+    return Meta(meta.format, meta.history, meta.created, "primary",
+                (*meta.epochs, (meta.epoch + 1, first_id)))
 
 
 def new(now: datetime | None = None, history: str | None = None, role: str = "primary") -> Meta:
@@ -102,6 +129,8 @@ def encode(meta: Meta) -> bytes:
     """The file's bytes: one JSON object and a newline, keys in documented order."""
     doc = {"format": meta.format, "history": meta.history, "created": meta.created,
            "role": meta.role, "epochs": [list(e) for e in meta.epochs]}
+    if meta.primary:
+        doc["primary"] = meta.primary
     return json.dumps(doc).encode() + b"\n"
 
 
@@ -124,12 +153,12 @@ def decode(data: bytes, path: str = META_FILE) -> Meta:
         raise MetaError(path, f"format {fmt!r}, but this logd reads only format {FORMAT} "
                               "(written by a newer logd?)")
     missing = [k for k in _KEYS if k not in doc]
-    extra = sorted(k for k in doc if k not in _KEYS)
+    extra = sorted(k for k in doc if k not in _KEYS and k not in _OPTIONAL)
     if missing or extra:
         raise MetaError(path, ", ".join([*(f"no {k!r}" for k in missing),
                                          *(f"unknown key {k!r}" for k in extra)]))
     return Meta(FORMAT, _history(doc["history"], path), _created(doc["created"], path),
-                _role(doc["role"], path), _epochs(doc["epochs"], path))
+                _role(doc["role"], path), _epochs(doc["epochs"], path), _primary(doc, path))
 
 
 def load(directory: str) -> Meta | None:
@@ -215,17 +244,39 @@ def _role(value: Any, path: str) -> str:
     raise MetaError(path, f"role {value!r} is not one of {', '.join(ROLES)}")
 
 
-def _epochs(value: Any, path: str) -> tuple[tuple[int, int], ...]:
-    bad = MetaError(path, "epochs must be a non-empty list of [epoch, first id] pairs, "
-                          "both >= 1 and increasing")
-    if not isinstance(value, list) or not value:
+def _primary(doc: dict[str, Any], path: str) -> str:
+    value = doc.get("primary", "")
+    if not isinstance(value, str) or len(value) > 300:
+        raise MetaError(path, f"primary {value!r} is not a host:port string")
+    return value
+
+
+def parse_epochs(value: Any, allow_empty: bool = False) -> tuple[tuple[int, int], ...]:
+    """``[[epoch, first id], ...]`` (JSON lists or msgpack arrays) as tuples: both
+    >= 1, epochs increasing, first ids not decreasing. Also the replication
+    hellos' ``epochs`` field (protocol/replication.py), where ``[]`` is allowed.
+
+    Raises:
+        ValueError: anything else.
+    """
+    bad = ValueError("epochs must be a non-empty list of [epoch, first id] pairs, "
+                     "both >= 1 and increasing")
+    if not isinstance(value, (list, tuple)) or not (value or allow_empty) or len(value) > 100_000:
         raise bad
     out: list[tuple[int, int]] = []
     for pair in value:
-        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_int(v) and v >= 1 for v in pair)):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                and all(_is_int(v) and 1 <= v < 2**63 for v in pair)):
             raise bad
         epoch, first = pair
         if out and (epoch <= out[-1][0] or first < out[-1][1]):
             raise bad
         out.append((epoch, first))
     return tuple(out)
+
+
+def _epochs(value: Any, path: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return parse_epochs(value)
+    except ValueError as exc:
+        raise MetaError(path, str(exc)) from None

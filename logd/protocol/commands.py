@@ -23,7 +23,7 @@ The client's side (replies, the READ record stream) is ``replies.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Union
 
 from ..errors import InvalidArgument, ProtocolError, UnknownCommand
@@ -44,6 +44,7 @@ __all__ = [
     "Stats",
     "Refuse",
     "Accept",
+    "Auth",
     "Command",
     "Limits",
     "CommandParser",
@@ -128,7 +129,11 @@ class Stats:
 
 @dataclass(frozen=True, slots=True)
 class Refuse:
+    """``REFUSE [partition] [new-primary]``: stop taking writes (0: now; the
+    handler refuses other partitions); ``new_primary`` is ``host:port`` or ""."""
+
     partition: int = 0
+    new_primary: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +141,14 @@ class Accept:
     partition: int = 0
 
 
-Command = Union[Msg, Read, Replicate, Ack, Head, Ping, Close, Shutdown, Stats, Refuse, Accept]
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """``AUTH <token>``: the admin token, for admin commands from any address."""
+
+    token: bytes = field(repr=False)
+
+
+Command = Union[Msg, Read, Replicate, Ack, Head, Ping, Close, Shutdown, Stats, Refuse, Accept, Auth]
 
 
 def _int_arg(name: str, raw: bytes) -> int:
@@ -194,6 +206,35 @@ def _build_stats(args: list[bytes]) -> Stats:
     raise InvalidArgument("usage: STATS [text|msgpack]")
 
 
+MAX_ADDRESS = 300
+
+
+def check_address(raw: bytes) -> str:
+    """A ``host:port`` (``[v6]:port`` too) as text, or InvalidArgument."""
+    host, sep, port = raw.rpartition(b":")
+    if (not sep or not host or not port.isdigit() or len(port) > 5 or int(port) > 65535
+            or len(raw) > MAX_ADDRESS or not raw.isascii() or any(c in raw for c in b" \t\r\n")):
+        raise InvalidArgument(f"new primary must be host:port, got {raw[:60]!r}")
+    return raw.decode("ascii")
+
+
+def _build_refuse(args: list[bytes]) -> Refuse:
+    # The partition may be left out: REFUSE host:port names the new primary alone.
+    if args and args[0].isdigit():
+        partition, rest = _int_arg("partition", args[0]), args[1:]
+    else:
+        partition, rest = 0, args
+    if len(rest) > 1:
+        raise InvalidArgument("usage: REFUSE [partition] [new-primary host:port]")
+    return Refuse(partition, check_address(rest[0]) if rest else "")
+
+
+def _build_auth(args: list[bytes]) -> Auth:
+    if len(args) != 1 or not args[0]:
+        raise InvalidArgument("usage: AUTH <token>")
+    return Auth(args[0])
+
+
 _BUILDERS: dict[bytes, _Builder] = {
     b"MSG": _build_msg,
     b"READ": _ints(Read, ("start", "limit"), 1),
@@ -205,8 +246,9 @@ _BUILDERS: dict[bytes, _Builder] = {
     b"CLOSE": _no_args(Close),
     b"SHUTDOWN": _no_args(Shutdown),
     b"STATS": _build_stats,
-    b"REFUSE": _ints(Refuse, ("partition",), 0),
+    b"REFUSE": _build_refuse,
     b"ACCEPT": _ints(Accept, ("partition",), 0),
+    b"AUTH": _build_auth,
 }
 
 

@@ -32,6 +32,7 @@ from typing import Any, Union
 import msgpack
 
 from ..errors import ProtocolError, from_reply
+from ..log.meta import parse_epochs
 from .commands import CRLF, MAX_INT_DIGITS, NEED_DATA, NeedData
 
 __all__ = [
@@ -56,6 +57,7 @@ class PrimaryHello:
     offset: int  # ... at this byte offset,
     next_id: int  # with this record
     partition_first_id: int  # the first id of the start partition (names its file)
+    epochs: tuple[tuple[int, int], ...] = ()  # its meta epochs, (epoch, first id); (): unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,7 @@ class FollowerHello:
     last_id: int  # its last record (0: none)
     last_crc: int  # that record's CRC (0: none)
     name: str = ""
+    epochs: tuple[tuple[int, int], ...] = ()  # its copy's meta epochs; (): unknown (older follower)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,18 +115,26 @@ def encode_head(id: int, partition: int, offset: int) -> bytes:
     return b"+HEAD %d %d %d\r\n" % (id, partition, offset)
 
 
+def _with_epochs(doc: dict[str, Any], epochs: tuple[tuple[int, int], ...]) -> dict[str, Any]:
+    """``epochs`` (issue 10) only when known: an older peer's bytes stay as they were."""
+    if epochs:
+        doc["epochs"] = [list(e) for e in epochs]
+    return doc
+
+
 def encode_hello_reply(hello: PrimaryHello) -> bytes:
-    body: bytes = msgpack.packb({
+    body: bytes = msgpack.packb(_with_epochs({
         "history": hello.history, "head": hello.head, "first_partition": hello.first_partition,
         "first_id": hello.first_id, "partition": hello.partition, "offset": hello.offset,
         "next_id": hello.next_id, "partition_first_id": hello.partition_first_id,
-    })
+    }, hello.epochs))
     return b"OK %d\r\n%s\r\n" % (len(body), body)
 
 
 def encode_follower_hello(hello: FollowerHello) -> bytes:
-    data: bytes = msgpack.packb({"history": hello.history, "last_id": hello.last_id,
-                                 "last_crc": hello.last_crc, "name": hello.name})
+    data: bytes = msgpack.packb(_with_epochs({"history": hello.history, "last_id": hello.last_id,
+                                              "last_crc": hello.last_crc, "name": hello.name},
+                                             hello.epochs))
     return data
 
 
@@ -158,15 +169,24 @@ def decode_follower_hello(raw: bytes) -> FollowerHello:
     if not isinstance(name, str):
         raise ValueError(f"hello 'name' must be a string, got {name!r}")
     return FollowerHello(_history(doc, "hello"), _uint(doc, "last_id", "hello"),
-                         _uint(doc, "last_crc", "hello"), name[:200])
+                         _uint(doc, "last_crc", "hello"), name[:200], _epochs(doc, "hello"))
 
 
 def _decode_primary_hello(raw: bytes) -> PrimaryHello:
     doc = _map(raw, "primary hello")
     fields = ("head", "first_partition", "first_id", "partition", "offset", "next_id",
               "partition_first_id")
-    ints = [_uint(doc, k, "primary hello") for k in fields]
-    return PrimaryHello(_history(doc, "primary hello"), *ints)
+    h, fp, fi, pa, off, nx, pf = (_uint(doc, k, "primary hello") for k in fields)
+    return PrimaryHello(_history(doc, "primary hello"), h, fp, fi, pa, off, nx, pf,
+                        _epochs(doc, "primary hello"))
+
+
+def _epochs(doc: dict[Any, Any], what: str) -> tuple[tuple[int, int], ...]:
+    """The optional ``epochs`` field, checked as the meta file's are; missing: ()."""
+    try:
+        return parse_epochs(doc.get("epochs", []), allow_empty=True)
+    except ValueError as exc:
+        raise ValueError(f"{what} 'epochs': {exc}") from None
 
 
 def encode_ack(written: tuple[int, int, int], synced: tuple[int, int, int]) -> bytes:

@@ -162,6 +162,16 @@ class ReplyParser:
         self._check_error(line)
         raise ProtocolError(f"unexpected reply {line[:80]!r}")
 
+    def next_ok_text(self) -> str | NeedData:
+        """``OK <words>`` (ACCEPT's reply) -> the words; an error line raises its class."""
+        line = self._line()
+        if line is None:
+            return NEED_DATA
+        if line.startswith(b"OK "):
+            return line[3:].decode("utf-8", "replace")
+        self._check_error(line)
+        raise ProtocolError(f"unexpected reply {line[:80]!r}")
+
     def next_body(self) -> Body | NeedData:
         nl = self._find_line(self.max_line)
         if nl < 0:

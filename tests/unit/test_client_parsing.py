@@ -229,7 +229,7 @@ def test_shutdown_waits_for_the_close(chunker: Chunker) -> None:
 
 def test_shutdown_forbidden() -> None:
     client, sock = scripted(
-        b"ERR_CLIENT FORBIDDEN SHUTDOWN is accepted only from loopback or the unix socket\r\n", whole
+        b"ERR_CLIENT FORBIDDEN SHUTDOWN is accepted only from 127.0.0.1, ::1 or the unix socket\r\n", whole
     )
     with pytest.raises(errors.Forbidden):
         client.shutdown()

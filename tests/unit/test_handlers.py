@@ -22,6 +22,7 @@ from logd.errors import (
     ShuttingDown,
 )
 from logd.events import CloseAfter, Handlers, Peer, Stream, WaitCommit
+from logd.events.handlers import WaitSync
 from logd.log.memory import MemoryLog
 from logd.protocol import (
     NEED_DATA,
@@ -224,12 +225,15 @@ def test_stats_bad_format_is_a_client_error() -> None:
     assert isinstance(reply, bytes) and reply.startswith(b"ERR_CLIENT BADREQUEST")
 
 
-def test_not_yet_implemented_commands_are_errors() -> None:
+def test_refuse_and_accept_on_a_memory_log() -> None:
     handlers, _ = make()
     server = Server(handlers)
-    for request in (encode_command("REPLICATE", 1), b"REFUSE\r\n", b"ACCEPT\r\n"):
-        reply = server.request(request)
-        assert isinstance(reply, bytes) and reply.startswith(b"ERR")
+    assert server.request(b"MSG a\r\n") == b"OK 1\r\n"
+    assert server.request(b"REFUSE\r\n") == WaitSync(b"OK 1\r\n")
+    reply = server.request(b"MSG b\r\n")
+    assert isinstance(reply, bytes) and reply.startswith(b"ERR_CLIENT REFUSED this server refuses writes")
+    assert server.request(b"ACCEPT\r\n") == b"OK epoch=0 first=2\r\n"  # no meta: no epochs
+    assert server.request(b"MSG b\r\n") == b"OK 2\r\n"
     assert server.request(b"PING\r\n") == PONG
 
 

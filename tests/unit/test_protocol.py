@@ -597,7 +597,7 @@ WIRE_ERRORS = [
     NotRetained("start 1 is no longer retained", first=100, head=2000),
     Refused("this server does not take writes", primary="10.0.0.2:1774"),
     Refused("this server does not take writes"),
-    Forbidden("SHUTDOWN is accepted only from loopback or the unix socket"),
+    Forbidden("SHUTDOWN is accepted only from 127.0.0.1, ::1 or the unix socket"),
     ServerError("internal error"),
     ServerError(),
     StorageError("write failed: EIO; nothing written"),

@@ -21,7 +21,7 @@ from logd.config import (
 )
 
 # Rows whose shown default is a description, not a value the parser takes.
-DESCRIBED = {"data_dir", "unix"}
+DESCRIBED = {"data_dir", "unix", "admin_token", "admin_token_file"}
 
 
 def test_every_field_is_a_row_and_every_row_a_field() -> None:
@@ -69,7 +69,9 @@ def test_every_row_is_a_toml_key_and_a_flag(tmp_path: Path) -> None:
                "max_clients": 3, "max_line": 64, "max_message": "4KiB", "max_args": 9, "max_request": 99,
                "max_pipeline": 2, "idle_timeout": "1m", "partial_timeout": 2, "send_timeout": 3.5,
                "shutdown_timeout": "4s", "log_level": "debug", "log_format": "json",
-               "refuse": True, "watch": "poll", "watch_interval": "2s", "metrics": "127.0.0.1:9464"}
+               "refuse": True, "watch": "poll", "watch_interval": "2s",
+               "admin_token": "tok", "admin_token_file": "/run/logd/token",
+               "metrics": "127.0.0.1:9464"}
     assert set(samples) == {s.name for s in SETTINGS}, "a new row needs a sample here"
     lines = []
     for key, value in samples.items():
