@@ -1,13 +1,14 @@
 """A program that logs through ``logd.ship.LogdShipper``, for tests/integration/test_ship.py.
 
-    python ship_program.py ADDRESS COUNT [--gevent] [--pause S] [--max-events N]
-        [--exit-timeout S] [--then COUNT]
+    python ship_program.py ADDRESS COUNT [--gevent] [--wait-file PATH] [--then COUNT]
+        [--max-events N] [--batch N] [--linger S] [--exit-timeout S]
 
 Logs COUNT events ``step`` with ``i`` (0..COUNT-1) and a few kinds of value,
-prints ``logged`` and the seconds it took, waits ``--pause`` seconds (the
-test changes the server meanwhile), logs ``--then`` more events (``i``
-continues), prints ``done``, and exits: the atexit flush waits up to
-``--exit-timeout`` seconds.
+prints ``logged`` and the seconds it took; with ``--wait-file``, waits (up to
+60 s) for PATH to exist (the test changes the server meanwhile), then
+flushes (up to 30 s) and prints ``flushed`` and whether it finished; logs
+``--then`` more events (``i`` continues), prints ``done`` and the drop count,
+and exits: the atexit flush waits up to ``--exit-timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ if "--gevent" in sys.argv:
     monkey.patch_all()
 
 import argparse
+import os
 import time
 
 import structlog
@@ -37,13 +39,15 @@ def main() -> int:
     p.add_argument("address")
     p.add_argument("count", type=int)
     p.add_argument("--gevent", action="store_true")
-    p.add_argument("--pause", type=float, default=0.0)
+    p.add_argument("--wait-file")
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--linger", type=float, default=0.005)
     p.add_argument("--then", type=int, default=0)
     p.add_argument("--max-events", type=int, default=10_000)
     p.add_argument("--exit-timeout", type=float, default=2.0)
     args = p.parse_args()
     shipper = LogdShipper(args.address, max_events=args.max_events, exit_timeout=args.exit_timeout,
-                          batch=50)
+                          batch=args.batch, linger=args.linger)
     structlog.configure(
         processors=[structlog.processors.add_log_level, shipper, structlog.processors.JSONRenderer()],
         logger_factory=structlog.PrintLoggerFactory(open("/dev/null", "w")),
@@ -53,8 +57,11 @@ def main() -> int:
     for i in range(args.count):
         log.info("step", i=i, text=f"line {i}", ratio=i / 2, tags=["a", i], obj=Opaque())
     print("logged", f"{time.monotonic() - t0:.3f}", flush=True)
-    if args.pause:
-        time.sleep(args.pause)
+    if args.wait_file:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(args.wait_file) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        print("flushed", shipper.flush(30.0), flush=True)  # the server is back: wait for the backlog
     for i in range(args.count, args.count + args.then):
         log.info("step", i=i, text=f"line {i}", ratio=i / 2, tags=["a", i], obj=Opaque())
     print("done", shipper.dropped, flush=True)
