@@ -37,10 +37,12 @@ clocks, and are unit-tested alone.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
+import weakref
 from collections import deque
-from typing import Any, MutableMapping
+from typing import Any, Callable, MutableMapping
 
 import msgpack
 
@@ -231,11 +233,29 @@ class LogdShipper:
         self.stats = {"shipped": 0, "batches": 0, "resent": 0, "rejected": 0, "reconnects": 0,
                       "after_close": 0}
         atexit.register(self._at_exit)
+        # A forked child (gunicorn's pre-fork workers) has no sender thread, must
+        # not share the parent's socket, and must not send again what the parent
+        # buffered: it starts afresh, empty, on its first event.
+        os.register_at_fork(after_in_child=_in_child(weakref.ref(self)))
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._acked = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._urge = threading.Event()
+        self._thread = None
+        self._in_flight = 0
+        old = self._buffer
+        self._buffer = ShipBuffer(old.max_events, old.max_bytes, old.max_event)
+        self._client.connection.drop()
 
     # -- the processor: runs in the program's threads, never blocks
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
-        body = pack_event(event_dict)
+        if isinstance(event_dict, MutableMapping):
+            body = pack_event(event_dict)
+        else:  # placed after a renderer: ship the rendered line
+            body = pack_event({"event": to_msgpack(event_dict)})
         with self._lock:
             if self._closing:
                 self.stats["after_close"] += 1
@@ -368,3 +388,12 @@ class LogdShipper:
         self._urge.clear()
         with self._lock:
             return self._closing
+
+
+def _in_child(ref: weakref.ref[LogdShipper]) -> Callable[[], None]:
+    def reset() -> None:
+        shipper = ref()
+        if shipper is not None:
+            shipper._after_fork()
+
+    return reset

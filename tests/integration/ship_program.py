@@ -7,7 +7,8 @@ Logs COUNT events ``step`` with ``i`` (0..COUNT-1) and a few kinds of value,
 prints ``logged`` and the seconds it took; with ``--wait-file``, waits (up to
 60 s) for PATH to exist (the test changes the server meanwhile), then
 flushes (up to 30 s) and prints ``flushed`` and whether it finished; logs
-``--then`` more events (``i`` continues), prints ``done`` and the drop count,
+``--then`` more events (``i`` continues; with ``--fork``, in a forked child,
+the parent waiting for it), prints ``done`` and the drop count,
 and exits: the atexit flush waits up to ``--exit-timeout`` seconds.
 """
 
@@ -40,6 +41,7 @@ def main() -> int:
     p.add_argument("count", type=int)
     p.add_argument("--gevent", action="store_true")
     p.add_argument("--wait-file")
+    p.add_argument("--fork", action="store_true", help="after the first COUNT, fork: the child logs --then")
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--linger", type=float, default=0.005)
     p.add_argument("--then", type=int, default=0)
@@ -62,6 +64,12 @@ def main() -> int:
         while not os.path.exists(args.wait_file) and time.monotonic() < deadline:
             time.sleep(0.02)
         print("flushed", shipper.flush(30.0), flush=True)  # the server is back: wait for the backlog
+    if args.fork:
+        pid = os.fork()
+        if pid:
+            _, status = os.waitpid(pid, 0)
+            print("child", os.waitstatus_to_exitcode(status), flush=True)
+            return 0
     for i in range(args.count, args.count + args.then):
         log.info("step", i=i, text=f"line {i}", ratio=i / 2, tags=["a", i], obj=Opaque())
     print("done", shipper.dropped, flush=True)

@@ -109,6 +109,38 @@ def test_server_down_neither_blocks_nor_crashes_and_drops_are_reported(
         assert after - before - 1 == r["dropped"]
 
 
+def wait_head(address: str, n: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    with logd.connect(address) as c:
+        while c.head() < n:
+            assert time.monotonic() < deadline, f"head {c.head()}, not {n}, after {timeout}s"
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_server_restart_on_the_same_port_loses_nothing(logd_server: Any, tmp_path: Path, mode: str) -> None:
+    port = free_port()
+    srv = logd_server("--port", str(port))
+    go = tmp_path / "go"
+    proc = start(srv.addr, 100, mode, "--wait-file", str(go), "--then", "50", "--exit-timeout", "20")
+    wait_head(srv.addr, 100)  # shipped on an open connection, which the restart breaks
+    srv.restart("--port", str(port))
+    assert srv.port == port
+    go.touch()
+    out, _ = finish(proc)
+    assert out.splitlines()[-2:] == ["flushed True", "done 0"]
+    assert read_back(srv.addr) == [expected(i) for i in range(150)]  # no gap, no drop, no duplicate
+
+
+def test_a_forked_child_ships_on_its_own(logd_server: Any) -> None:
+    srv = logd_server()
+    out, _ = finish(start(srv.addr, 20, "thread", "--fork", "--then", "10"))
+    assert out.splitlines()[-1] == "child 0"
+    events = read_back(srv.addr)
+    assert sorted(e["i"] for e in events) == list(range(30))  # the child's sender started afresh
+    assert [e for e in events if e["i"] >= 20] == [expected(i) for i in range(20, 30)]
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_exit_flushes_what_is_buffered(logd_server: Any, mode: str) -> None:
     srv = logd_server()
