@@ -218,6 +218,7 @@ class LogdShipper:
         self.batch_bytes = batch_bytes
         self.linger = linger
         self.exit_timeout = exit_timeout
+        self.timeout = timeout
         self._client = Client(address, timeout=timeout, connect_timeout=timeout)
         self._buffer = ShipBuffer(max_events, max_bytes, min(MAX_EVENT, batch_bytes))
         # threading is looked up here, not at import: gevent may have patched it since.
@@ -247,7 +248,9 @@ class LogdShipper:
         self._in_flight = 0
         old = self._buffer
         self._buffer = ShipBuffer(old.max_events, old.max_bytes, old.max_event)
-        self._client.connection.drop()
+        # A new client, not drop(): its shutdown() would cut the parent's connection
+        # too. The inherited socket is just closed, here, when it is collected.
+        self._client = Client(self.address, timeout=self.timeout, connect_timeout=self.timeout)
 
     # -- the processor: runs in the program's threads, never blocks
 

@@ -7,8 +7,9 @@ Logs COUNT events ``step`` with ``i`` (0..COUNT-1) and a few kinds of value,
 prints ``logged`` and the seconds it took; with ``--wait-file``, waits (up to
 60 s) for PATH to exist (the test changes the server meanwhile), then
 flushes (up to 30 s) and prints ``flushed`` and whether it finished; logs
-``--then`` more events (``i`` continues; with ``--fork``, in a forked child,
-the parent waiting for it), prints ``done`` and the drop count,
+``--then`` more events (``i`` continues; with ``--fork``, after a flush, a
+forked child logs them, then the parent logs ``--then`` more, and flushes
+again and prints its reconnect count), prints ``done`` and the drop count,
 and exits: the atexit flush waits up to ``--exit-timeout`` seconds.
 """
 
@@ -64,14 +65,18 @@ def main() -> int:
         while not os.path.exists(args.wait_file) and time.monotonic() < deadline:
             time.sleep(0.02)
         print("flushed", shipper.flush(30.0), flush=True)  # the server is back: wait for the backlog
+    first = args.count
     if args.fork:
+        shipper.flush(10.0)  # connected: the child inherits the socket
         pid = os.fork()
         if pid:
             _, status = os.waitpid(pid, 0)
             print("child", os.waitstatus_to_exitcode(status), flush=True)
-            return 0
-    for i in range(args.count, args.count + args.then):
+            first += args.then  # the parent logs its own --then after the child's
+    for i in range(first, first + args.then):
         log.info("step", i=i, text=f"line {i}", ratio=i / 2, tags=["a", i], obj=Opaque())
+    if args.fork:
+        print("flushed", shipper.flush(10.0), "reconnects", shipper.stats["reconnects"], flush=True)
     print("done", shipper.dropped, flush=True)
     return 0
 
