@@ -724,6 +724,7 @@ def register(subparsers: Any) -> None:
         "following, starting at the last 10 unless --from says otherwise. Output is\n"
         "'id<TAB>body' on a terminal (control characters and \\ escaped) and JSON lines\n"
         'otherwise ({"id": N, "body": "..."}, or "body_base64" for bodies that are not UTF-8).\n'
+        'A body that is a msgpack map (logd.ship) also shows its fields: key=value, or "fields" in JSON.\n'
         "\n"
         "--cursor-file: with stdout, the cursor moves to records the pipe accepted, which is\n"
         "not proof the consumer processed them; if the reader closes early (EPIPE) the cursor\n"

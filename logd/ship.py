@@ -64,6 +64,7 @@ MAX_EVENT = 1024 * 1024 - 1024
 SHIP_BACKOFF = (0.05, 2.0)
 _MAX_DEPTH = 32
 _INT_RANGE = (-(2**63), 2**64 - 1)
+_PLAIN = frozenset({str, float, bool, type(None), bytes})  # exact types msgpack packs as they are
 
 
 def to_msgpack(value: Any, depth: int = 0) -> Any:
@@ -94,7 +95,11 @@ def pack_event(event_dict: MutableMapping[str, Any]) -> bytes:
     """The msgpack map body for one event; see ``to_msgpack`` for what is converted."""
     # Converted first, not through packb(default=): the C packer takes tuple
     # and int keys, huge ints raise, and a cycle would hit its depth limit.
-    return msgpack.packb(to_msgpack(dict(event_dict)), use_bin_type=True)  # type: ignore[no-any-return]
+    # Plain values skip the conversion: it runs in the program's thread.
+    out = {}
+    for k, v in event_dict.items():
+        out[k if type(k) is str else _str(k)] = v if type(v) in _PLAIN else to_msgpack(v, 1)
+    return msgpack.packb(out, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 class _Dropped:
