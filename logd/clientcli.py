@@ -34,7 +34,8 @@ from .checkpoint import Checkpoint, CheckpointError
 from .client import DEFAULT_PORT, Client, connect
 from .config import parse_size
 from .livewrite import LiveWriter
-from .readout import ConsumerFailed, ExecSink, FdSink, OutputClosed, write_all
+from .readout import ConsumerFailed, ExecSink, FdSink, OutputClosed, fields_of, logfmt, write_all
+from .readout import jsonable as _jsonable
 
 __all__ = [
     "EXIT_OK",
@@ -321,6 +322,9 @@ def _format_json(rec_id: int, body: bytes) -> bytes:
         obj: dict[str, Any] = {"id": rec_id, "body": body.decode("utf-8")}
     except UnicodeDecodeError:
         obj = {"id": rec_id, "body_base64": base64.b64encode(body).decode("ascii")}
+    fields = fields_of(body)  # a msgpack map (logd.ship): its fields too, the body as before
+    if fields is not None:
+        obj["fields"] = _jsonable(fields)
     return json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
@@ -339,7 +343,11 @@ _TEXT_ESCAPES = _escape_table()
 
 
 def _format_text(rec_id: int, body: bytes) -> bytes:
-    text = body.decode("utf-8", "surrogateescape").translate(_TEXT_ESCAPES)
+    fields = fields_of(body)  # a msgpack map (logd.ship): key=value, as structlog's console shows it
+    if fields is not None:
+        text = logfmt(fields, lambda s: s.translate(_TEXT_ESCAPES))
+    else:
+        text = body.decode("utf-8", "surrogateescape").translate(_TEXT_ESCAPES)
     return f"{rec_id}\t{text}\n".encode("utf-8")
 
 
@@ -537,16 +545,6 @@ def cmd_head(args: argparse.Namespace) -> int:
     with _client(args) as client:
         print(client.head())
     return EXIT_OK
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    if isinstance(value, dict):
-        return {str(_jsonable(k)): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -758,6 +756,7 @@ def register(subparsers: Any) -> None:
         "following, starting at the last 10 unless --from says otherwise. Output is\n"
         "'id<TAB>body' on a terminal (control characters and \\ escaped) and JSON lines\n"
         'otherwise ({"id": N, "body": "..."}, or "body_base64" for bodies that are not UTF-8).\n'
+        'A body that is a msgpack map (logd.ship) also shows its fields: key=value, or "fields" in JSON.\n'
         "\n"
         "--cursor-file: with stdout, the cursor moves to records the pipe accepted, which is\n"
         "not proof the consumer processed them; if the reader closes early (EPIPE) the cursor\n"

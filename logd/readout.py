@@ -12,11 +12,18 @@ A cursor must never name a record the consumer did not take. Two sinks:
 - ``ExecSink`` runs the consumer itself (``--exec CMD``): records go to the
   command's stdin, one run per batch, and the cursor moves to the batch's
   last record only when the command read all of it and exited 0.
+
+And how a structured body is shown: ``fields_of`` recognises a body that is
+one msgpack map with text keys (what ``logd.ship`` and ``append_obj`` of a
+dict write); ``jsonable`` and ``logfmt`` render its fields for ``-o json``
+and for a terminal. Any other body is shown as before.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import math
 import os
 import select
 import signal
@@ -24,9 +31,13 @@ import stat
 import subprocess
 import sys
 import termios
-from typing import Callable
+from typing import Any, Callable
 
-__all__ = ["write_all", "FdSink", "ExecSink", "OutputClosed", "ConsumerFailed"]
+import msgpack
+
+__all__ = [
+    "write_all", "FdSink", "ExecSink", "OutputClosed", "ConsumerFailed", "fields_of", "jsonable", "logfmt",
+]
 
 
 class OutputClosed(Exception):
@@ -210,3 +221,78 @@ class ExecSink:
         read and EOF and, within ``grace`` seconds, may finish and exit 0: then it counts."""
         self.flush()
         self._finish(None if ok else self.grace)
+
+
+# -- structured bodies ----------------------------------------------------------------
+
+
+def fields_of(body: bytes) -> dict[str, Any] | None:
+    """The map if ``body`` is exactly one non-empty msgpack map with text keys, else None.
+
+    Anything else (text, a msgpack list or number, a map with other keys,
+    trailing bytes, strings that are not UTF-8) is not decoded. Text cannot
+    be mistaken: UTF-8 never starts with a fixmap byte (0x80-0x8f).
+    """
+    if not body or not (0x80 <= body[0] <= 0x8F or body[0] in (0xDE, 0xDF)):
+        return None  # the cheap test first: most text bodies stop here
+    try:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception:  # msgpack raises several unrelated types
+        return None
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):
+        return None
+    return obj
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON can hold it: bytes as text (bad UTF-8 backslash-escaped), maps with
+    text keys, lists; NaN, infinities and other types (timestamps, ext types) as ``str``."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {(k if isinstance(k, str) else str(jsonable(k))): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+# Shown first, as structlog's ConsoleRenderer does: "timestamp [level] event".
+_LEAD = ("timestamp", "level", "event")
+
+
+def logfmt(fields: dict[str, Any], escape: Callable[[str], str]) -> str:
+    """``timestamp [level] event key=value ...``: the lead keys (if present) as structlog's
+    ConsoleRenderer shows them, then the rest in order, logfmt style.
+
+    ``escape`` makes a string safe for a terminal (no control characters);
+    values with a space, ``=``, ``"`` or nothing in them are quoted with ``\"``
+    inside. Non-strings are shown as JSON (``true``, ``null``, ``[1, 2]``).
+    """
+    lead = []
+    if isinstance(fields.get("timestamp"), str):
+        lead.append(escape(fields["timestamp"]))
+    if isinstance(fields.get("level"), str):
+        lead.append(f"[{escape(fields['level'])}]")
+    if "event" in fields:
+        lead.append(_value(fields["event"], escape))
+    rest = [
+        f"{escape(k)}={_value(v, escape)}"
+        for k, v in fields.items()
+        if not (k in _LEAD and (k == "event" or isinstance(v, str)))
+    ]
+    return " ".join(lead + rest)
+
+
+def _value(value: Any, escape: Callable[[str], str]) -> str:
+    if isinstance(value, bytes):  # shown as text, bytes that are not UTF-8 as escape() shows them
+        value = value.decode("utf-8", "surrogateescape")
+    if not isinstance(value, str):
+        return escape(json.dumps(jsonable(value), ensure_ascii=False))
+    text = escape(value)
+    if text and not any(c in text for c in ' ="'):
+        return text
+    return '"' + text.replace('"', '\\"') + '"'
