@@ -493,15 +493,18 @@ def _w5_reader(port: int, codec_name: str, expected, duration: float, ready) -> 
     return {"received": got, "lat": lat.tobytes(), "cpu": cpu}
 
 
-def tail_latency(port: int, codec_name: str, rate: float, duration: float) -> dict:
-    """W5: one tailing reader, one writer at ``rate`` msg/s for ``duration`` s (separate processes)."""
+def tail_latency(port: int, codec_name: str, rate: float, duration: float, read_port: int | None = None) -> dict:
+    """W5: one tailing reader, one writer at ``rate`` msg/s for ``duration`` s (separate processes).
+
+    ``read_port``: the reader tails another server (W8: a read replica) than the one written to.
+    """
     kids = Children()
     start_at = kids.ctx.Value("d", 0.0)
     expected = kids.ctx.Value("q", -1)
     r_ready = kids.ctx.Event()
     w_ready = kids.ctx.Event()
     try:
-        kids.start(_w5_reader, port, codec_name, expected, duration, r_ready)
+        kids.start(_w5_reader, read_port or port, codec_name, expected, duration, r_ready)
         if not r_ready.wait(30):
             raise BenchTimeout("W5 reader did not start")
         kids.start(_w5_writer, port, codec_name, rate, duration, start_at, w_ready)
