@@ -187,7 +187,11 @@ class LogdServer(Server):
                        "--fsync", fsync] + list(extra or [])
         self.argv = argv
         self._spawn(argv, _python_env())
-        self.port = self._wait_listening()
+        try:
+            self.port = self._wait_listening()
+        except BaseException:
+            self.stop()  # it exited (a flag it rejects): its temp dir goes too
+            raise
 
     def _wait_listening(self) -> int:
         deadline = time.monotonic() + START_TIMEOUT

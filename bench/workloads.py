@@ -12,6 +12,7 @@ server, may be the bottleneck.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import selectors
@@ -81,7 +82,8 @@ def percentiles(values, ps=(50, 99, 99.9)) -> dict:
     if not v:
         return out
     for p in ps:
-        k = max(0, min(len(v) - 1, int(round(p / 100 * len(v) + 0.5)) - 1))
+        # rank ceil(p% of n); round() here once rounded half to even and picked p99 one rank high
+        k = max(0, min(len(v) - 1, math.ceil(p * len(v) / 100 - 1e-9) - 1))
         out[f"p{p:g}_ms"] = v[k] * 1000
     out["max_ms"] = v[-1] * 1000
     out["mean_ms"] = sum(v) / len(v) * 1000
