@@ -57,6 +57,7 @@ ROWS = [
     ("W6", "sendfile MB/s", "sendfile_mb_per_s", None, None),
     ("W6", "of sendfile", "fraction_of_sendfile", "abs>=", 0.5),
     ("W6", "srv us/msg", "server_us_per_msg", None, None),
+    ("W6", "follower us/msg", "follower_us_per_msg", None, None),
     ("W7", "msgs/s", "msgs_per_s", ">=", 1.0),
     ("W7", "no-follower msgs/s", "without_msgs_per_s", None, None),
     ("W7", "with/without", "with_over_without", "abs>=", 0.9),
@@ -569,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
                 if w == "W6" and "error" not in r:
                     size = f", {r['bytes'] / 1e6:.1f} MB in {r['partitions']} partitions" if r.get("bytes") else ""
                     notes.append(f"{w} {system} {mode}: {r['msgs']:,} msgs{size}; copy verified: {r.get('verified')}")
+                    if r.get("follower_copy_cores") is not None:
+                        notes.append(f"{w} {system} {mode}: the follower used {r['follower_copy_cores']:.2f} cores "
+                                     f"while copying ({r['follower_us_per_msg']:.2f} us/msg)"
+                                     + (" -- it is CPU-bound" if r["follower_copy_cores"] > 0.85 else ""))
                 if w in ("W5", "W8") and "error" not in r and "rate" in r and r.get("achieved_rate", 0) < 0.95 * r["rate"]:
                     notes.append(f"{w} {system} {mode}: writer reached only {r['achieved_rate']:.0f} msg/s")
                 if "profile" in r and r["profile"].get("samples"):
