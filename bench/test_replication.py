@@ -231,6 +231,7 @@ def _systems():
     return out
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("system", ["logd", "redis"])
 def test_replication_workloads_run_and_stop_everything(system, tmp_path):
     if system not in _systems():

@@ -77,13 +77,7 @@ class LogdCodec:
 
     @staticmethod
     def parse_head(buf: bytearray, pos: int) -> tuple[int, object]:
-        nl = buf.find(CRLF, pos)
-        if nl < 0:
-            return -1, None
-        line = bytes(buf[pos:nl])
-        if not (line.startswith(b"OK ") and line[3:].isdigit()):
-            raise ReplyError(line.decode("utf-8", "replace"))
-        return nl + 2, int(line[3:])
+        return ok_number(buf, pos)
 
     @staticmethod
     def range_reader(count: int) -> "LogdReader":
@@ -490,18 +484,23 @@ def parse_resp(buf: bytearray | bytes, pos: int = 0) -> tuple[int, object]:
 STATS_REQUEST = b"STATS\r\n"
 
 
-def parse_body_reply(buf: bytearray | bytes, pos: int = 0) -> tuple[int, bytes | None]:
-    """logd's ``OK <len>\r\n<body>\r\n`` (STATS): (position after it, body), or (-1, None)."""
+def ok_number(buf: bytearray | bytes, pos: int) -> tuple[int, int | None]:
+    """logd's ``OK <n>\r\n`` line (HEAD; the length of a body): (position after it, n), or (-1, None)."""
     nl = buf.find(CRLF, pos)
     if nl < 0:
         return -1, None
     line = bytes(buf[pos:nl])
     if not (line.startswith(b"OK ") and line[3:].isdigit()):
         raise ReplyError(line.decode("utf-8", "replace"))
-    stop = nl + 2 + int(line[3:])
-    if stop + 2 > len(buf):
+    return nl + 2, int(line[3:])
+
+
+def parse_body_reply(buf: bytearray | bytes, pos: int = 0) -> tuple[int, bytes | None]:
+    """logd's ``OK <len>\r\n<body>\r\n`` (STATS): (position after it, body), or (-1, None)."""
+    start, n = ok_number(buf, pos)
+    if start < 0 or n is None or start + n + 2 > len(buf):
         return -1, None
-    return stop + 2, bytes(buf[nl + 2 : stop])
+    return start + n + 2, bytes(buf[start : start + n])
 
 
 # -- transport-only readers (W4 raw) ----------------------------------------------------
