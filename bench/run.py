@@ -21,12 +21,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import replication  # noqa: E402
 import servers  # noqa: E402
 import workloads  # noqa: E402
 from servers import MODES, LogdServer, Profiler, RedisServer, ServerError  # noqa: E402
 
 ORDER = ["W1", "W4", "W2", "W3", "W5"]  # W4 reads what W1 wrote
-ALL = ["W1", "W2", "W3", "W4", "W5"]
+REPL = replication.WORKLOADS  # W6 W7 W8 W1m W2m: each on its own fresh primary + follower/replica
+ALL = ["W1", "W2", "W3", "W4", "W5"] + REPL
 SYSTEMS = ["logd", "redis"]
 
 # (workload, label, key, comparison, target ratio logd/redis); None: reported only
@@ -46,6 +48,28 @@ ROWS = [
     ("W4", "raw srv us/msg", "raw.server_us_per_msg", None, None),
     ("W5", "p50 ms", "p50_ms", None, None),
     ("W5", "p99 ms", "p99_ms", "<=", 1.0),
+    # replication (issue 9, 10). "abs>=": logd's own figure against the target, no ratio
+    ("W6", "catch-up s", "seconds", "<=", 1.0),
+    ("W6", "incl. start s", "with_start_s", None, None),
+    ("W6", "AOF written s", "aof_written_s", None, None),
+    ("W6", "msgs/s", "msgs_per_s", None, None),
+    ("W6", "MB/s", "mb_per_s", None, None),
+    ("W6", "sendfile MB/s", "sendfile_mb_per_s", None, None),
+    ("W6", "of sendfile", "fraction_of_sendfile", "abs>=", 0.5),
+    ("W6", "srv us/msg", "server_us_per_msg", None, None),
+    ("W6", "follower us/msg", "follower_us_per_msg", None, None),
+    ("W7", "msgs/s", "msgs_per_s", ">=", 1.0),
+    ("W7", "no-follower msgs/s", "without_msgs_per_s", None, None),
+    ("W7", "with/without", "with_over_without", "abs>=", 0.9),
+    ("W7", "lag p99 ids", "lag_ids_p99", None, None),
+    ("W7", "lag p99 ms", "lag_ms_p99", None, None),
+    ("W7", "srv us/msg", "server_us_per_msg", None, None),
+    ("W8", "p50 ms", "p50_ms", None, None),
+    ("W8", "p99 ms", "p99_ms", "<=", 1.0),
+    ("W1m", "msgs/s", "msgs_per_s", None, None),
+    ("W1m", "srv us/msg", "server_us_per_msg", None, None),
+    ("W2m", "p50 ms", "p50_ms", None, None),
+    ("W2m", "p99 ms", "p99_ms", None, None),
 ]
 
 _live: list = []  # servers and profilers to stop whatever happens
@@ -87,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--logd-cmd", default=None,
                     help="command that runs logd, before 'serve' (default: '%s -m logd')" % sys.executable)
     ap.add_argument("--logd-arg", action="append", default=[], help="extra flag for 'logd serve' (repeatable)")
+    ap.add_argument("--follower-cmd", default=None,
+                    help="command that runs logd-follower (default: '%s -m follower')" % sys.executable)
     ap.add_argument("--profile", default="", metavar="W1,W4|all",
                     help="run py-spy record on the logd server during these workloads (raw stacks in bench/results/)")
     ap.add_argument("--results-dir", default=str(HERE / "results"))
@@ -97,7 +123,9 @@ def _csv(value: str, allowed: list[str], what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if value.strip().lower() == "all":
         return list(allowed)
-    items = [v.upper() if what == "workload" else v for v in items]
+    if what == "workload":  # case-insensitive: w1, W1m, w1M
+        canon = {a.upper(): a for a in allowed}
+        items = [canon.get(v.upper(), v) for v in items]
     bad = [v for v in items if v not in allowed]
     if bad:
         raise SystemExit(f"unknown {what}: {', '.join(bad)} (choose from {', '.join(allowed)})")
@@ -113,6 +141,7 @@ def plan(args: argparse.Namespace) -> dict:
         "W3": {"conns": args.w3_conns, "procs": args.w3_procs, "seconds": max(1.0, 10 * scale)},
         "W4": {"msgs": max(1000, int(1_000_000 * scale)) // 100 * 100},
         "W5": {"rate": args.w5_rate, "seconds": max(1.0, 10 * scale)},
+        "W6": {"msgs": max(1000, int(1_000_000 * scale)) // 100 * 100},
     }
 
 
@@ -198,7 +227,34 @@ def others(before: dict, after: dict, exclude: set, wall: float) -> list:
     return [[k, round(v / wall, 3)] for k, v in top[:5] if v / wall >= 0.01]
 
 
-PRIMARY = {"W1": "msgs_per_s", "W2": "p50_ms", "W3": "msgs_per_s", "W4": "msgs_per_s", "W5": "p99_ms"}
+PRIMARY = {"W1": "msgs_per_s", "W2": "p50_ms", "W3": "msgs_per_s", "W4": "msgs_per_s", "W5": "p99_ms",
+           "W6": "seconds", "W7": "msgs_per_s", "W8": "p99_ms", "W1m": "msgs_per_s", "W2m": "p50_ms"}
+
+
+def measure_repl(w: str, system: str, mode: str, p: dict, args, rep: int) -> dict:
+    """One replication workload on its own fresh processes (replication.run starts and stops them)."""
+    log(f"  {system} {mode}: {w}" + (f" (repeat {rep + 1})" if args.repeat > 1 else ""))
+    snap0 = cpu_by_process()
+    t0 = time.perf_counter()
+    r = replication.run(w, system, mode, p, args, _live)
+    wall = time.perf_counter() - t0
+    snap1 = cpu_by_process()
+    # the servers it started are gone by now, so "others" is everything but this script and its children
+    r["other_processes"] = others(snap0, snap1, {os.getpid()} | _client_pids(snap0, snap1), wall)
+    r["other_cores"] = sum(c for _n, c in r["other_processes"])
+    r["bench_wall_s"] = wall
+    if "wall_s" in r and "server_cpu" in r:
+        r["server_cores"] = r["server_cpu"] / r["wall_s"]
+    msgs = r.get("msgs") or r.get("received")
+    if msgs and "server_cpu" in r and "error" not in r:
+        r["server_us_per_msg"] = r["server_cpu"] / msgs * 1e6
+    if "error" in r:
+        log(f"  {system} {mode} {w} FAILED: {r['error']}")
+        for who, tail in r.get("logs", {}).items():
+            log(f"  {who} log tail:\n{tail}")
+    else:
+        log("    " + _brief(w, r))
+    return r
 
 
 def measure(w: str, server, p: dict, args, stamp: str, profile: set, rep: int) -> dict:
@@ -269,8 +325,9 @@ def bench_mode(mode: str, systems: list[str], selected: list[str], p: dict, args
     W1 on logd, W1 on Redis, W4 on logd, ... so that any disturbance hits both sides alike."""
     out: dict = {s: {} for s in systems}
     live: dict = {}
+    shared = [w for w in selected if w in ORDER]
     try:
-        for system in systems:
+        for system in systems if shared else []:
             log(f"starting {system} ({mode})")
             try:
                 if system == "logd":
@@ -284,41 +341,63 @@ def bench_mode(mode: str, systems: list[str], selected: list[str], p: dict, args
             _live.append(server)
             live[system] = server
             out[system]["_server"] = {"argv": server.argv, "pid": server.pid, "port": server.port}
-        filled = {s: False for s in systems}
-        for w in ORDER:
+        if shared:
+            run_shared(mode, systems, selected, p, args, stamp, profile, out, live)
+        stop_shared(mode, out, live)  # the replication workloads start their own
+        for w in REPL:
             if w not in selected:
                 continue
-            runs: dict = {s: [] for s in live}
+            runs = {s: [] for s in systems}
             for rep in range(args.repeat):
-                order = list(live) if rep % 2 == 0 else list(reversed(list(live)))
-                for system in order:
-                    server = live[system]
-                    if server.proc is None or server.proc.poll() is not None:
-                        runs[system].append({"error": f"server exited with {server.proc.returncode if server.proc else '?'}"})
-                        continue
-                    if w == "W4" and not filled[system]:
-                        n = p["W4"]["msgs"]
-                        log(f"  {system} {mode}: prefill {n} messages for W4")
-                        workloads.write_loop(server.port, system, n // 100, 100, 8, None, timeout=900)
-                        filled[system] = True
-                    r = measure(w, server, p, args, stamp, profile, rep)
-                    if w == "W4" and "error" not in r:
-                        r["raw"] = measure("W4raw", server, p, args, stamp, profile, rep)
-                    if w == "W1" and "error" not in r:
-                        filled[system] = True
-                    runs[system].append(r)
-            for system in live:
+                for system in systems if rep % 2 == 0 else list(reversed(systems)):
+                    runs[system].append(measure_repl(w, system, mode, p, args, rep))
+            for system in systems:
                 out[system][w] = combine(w, runs[system])
-        for system, server in live.items():
-            out[system]["_server"].update({"rss_mib": server.rss_mib(), "disk_mib": server.disk_mib()})
     finally:
-        for system, server in live.items():
-            server.stop()
-            if server in _live:
-                _live.remove(server)
-            out[system]["_server"]["exit_code"] = server.exit_code
-            log(f"stopped {system} ({mode}), exit {server.exit_code}")
+        stop_shared(mode, out, live)
     return out
+
+
+def stop_shared(mode: str, out: dict, live: dict) -> None:
+    for system, server in list(live.items()):
+        server.stop()
+        if server in _live:
+            _live.remove(server)
+        out[system]["_server"]["exit_code"] = server.exit_code
+        log(f"stopped {system} ({mode}), exit {server.exit_code}")
+        del live[system]
+
+
+def run_shared(mode: str, systems: list[str], selected: list[str], p: dict, args, stamp: str, profile: set,
+               out: dict, live: dict) -> None:
+    """W1-W5 on the pair's long-lived servers, interleaved."""
+    filled = {s: False for s in systems}
+    for w in ORDER:
+        if w not in selected:
+            continue
+        runs: dict = {s: [] for s in live}
+        for rep in range(args.repeat):
+            order = list(live) if rep % 2 == 0 else list(reversed(list(live)))
+            for system in order:
+                server = live[system]
+                if server.proc is None or server.proc.poll() is not None:
+                    runs[system].append({"error": f"server exited with {server.proc.returncode if server.proc else '?'}"})
+                    continue
+                if w == "W4" and not filled[system]:
+                    n = p["W4"]["msgs"]
+                    log(f"  {system} {mode}: prefill {n} messages for W4")
+                    workloads.write_loop(server.port, system, n // 100, 100, 8, None, timeout=900)
+                    filled[system] = True
+                r = measure(w, server, p, args, stamp, profile, rep)
+                if w == "W4" and "error" not in r:
+                    r["raw"] = measure("W4raw", server, p, args, stamp, profile, rep)
+                if w == "W1" and "error" not in r:
+                    filled[system] = True
+                runs[system].append(r)
+        for system in live:
+            out[system][w] = combine(w, runs[system])
+    for system, server in live.items():
+        out[system]["_server"].update({"rss_mib": server.rss_mib(), "disk_mib": server.disk_mib()})
 
 
 def _brief(w: str, r: dict) -> str:
@@ -344,6 +423,14 @@ def _fmt(v) -> str:
     return f"{v:.3f}"
 
 
+def _cell(r: dict, key: str):
+    if "error" in r:
+        return "error"
+    if "unsupported" in r:
+        return "unsupported"
+    return r.get(key)
+
+
 def table(results: dict, selected: list[str], modes: list[str]) -> tuple[str, list[dict]]:
     header = ["workload", "metric", "mode", "logd", "redis", "logd/redis", "target", "verdict", "client cores L/R", "server cores L/R"]
     rows = []
@@ -359,11 +446,13 @@ def table(results: dict, selected: list[str], modes: list[str]) -> tuple[str, li
                 k = key[4:]
                 lr = lr.get("raw", lr if "error" in lr else {})
                 rr = rr.get("raw", rr if "error" in rr else {})
-            lv = lr.get(k) if "error" not in lr else "error"
-            rv = rr.get(k) if "error" not in rr else "error"
+            lv, rv = _cell(lr, k), _cell(rr, k)
             ratio = lv / rv if isinstance(lv, float | int) and isinstance(rv, float | int) and rv else None
             if cmp is None:
                 tgt, verdict = "report", ""
+            elif cmp.startswith("abs"):  # logd's own figure against the target
+                tgt = f"logd {cmp[3:]} {target:g}"
+                verdict = "n/a" if not isinstance(lv, float | int) else ("ok" if lv >= target else "MISS")
             else:
                 tgt = f"{cmp} {target:g}x"
                 if ratio is None:
@@ -462,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 if "error" in r:
                     notes.append(f"{w} {system} {mode}: ERROR {r['error']}")
+                elif "unsupported" in r:
+                    notes.append(f"{w} {system} {mode}: {r['unsupported']}")
                 elif r.get("client_cores", 0) > 0.85 * (r.get("client_procs", 1)):
                     notes.append(f"{w} {system} {mode}: load generator at {r['client_cores']:.2f} cores "
                                  f"-- the client may be the bottleneck")
@@ -472,7 +563,18 @@ def main(argv: list[str] | None = None) -> int:
                 if r.get("other_cores", 0) > 0.2 and r.get("bench_wall_s", 0) >= 2:
                     who = ", ".join(f"{n} {c:.2f}" for n, c in r["other_processes"])
                     notes.append(f"{w} {system} {mode}: other processes used {r['other_cores']:.2f} cores ({who})")
-                if w == "W5" and "error" not in r and r.get("achieved_rate", 0) < 0.95 * r.get("rate", 0):
+                if w == "W7" and r.get("lag_ms_method"):
+                    notes.append(f"{w} {system} {mode}: follower lag from {r['lag_samples']} STATS samples "
+                                 f"(~{replication.SAMPLE * 1000:.0f} ms apart), ms by {r['lag_ms_method']}; "
+                                 f"caught up {r.get('drain_s', float('nan')):.3f} s after W1 ended")
+                if w == "W6" and "error" not in r:
+                    size = f", {r['bytes'] / 1e6:.1f} MB in {r['partitions']} partitions" if r.get("bytes") else ""
+                    notes.append(f"{w} {system} {mode}: {r['msgs']:,} msgs{size}; copy verified: {r.get('verified')}")
+                    if r.get("follower_copy_cores") is not None:
+                        notes.append(f"{w} {system} {mode}: the follower used {r['follower_copy_cores']:.2f} cores "
+                                     f"while copying ({r['follower_us_per_msg']:.2f} us/msg)"
+                                     + (" -- it is CPU-bound" if r["follower_copy_cores"] > 0.85 else ""))
+                if w in ("W5", "W8") and "error" not in r and "rate" in r and r.get("achieved_rate", 0) < 0.95 * r["rate"]:
                     notes.append(f"{w} {system} {mode}: writer reached only {r['achieved_rate']:.0f} msg/s")
                 if "profile" in r and r["profile"].get("samples"):
                     pr = r["profile"]

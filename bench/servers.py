@@ -41,14 +41,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of ``pid`` (fsync threads included)."""
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """utime + stime of every thread of ``pid`` (fsync threads included); with
+    ``children``, plus its reaped children's (Redis's fork for a full sync)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _stop_pid(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
@@ -75,6 +79,7 @@ class Server:
     """A running server: ``system``, ``mode``, ``port``, ``pid``; ``stop()`` is idempotent."""
 
     system = "?"
+    count_children = False  # add reaped children's CPU (Redis forks for replication)
 
     def __init__(self, mode: str, tmp_base: str | None) -> None:
         self.mode = mode
@@ -91,7 +96,7 @@ class Server:
         return self.proc.pid
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        return cpu_seconds(self.pid, self.count_children)
 
     def rss_mib(self) -> float:
         try:
@@ -120,6 +125,22 @@ class Server:
         except OSError:
             return ""
         return "\n".join(lines[-n:])
+
+    def events(self) -> list[dict]:
+        """The JSON log lines written so far (logd, logd-follower)."""
+        out = []
+        try:
+            with open(self.log_path, "rb") as f:
+                for raw in f:
+                    line = raw.strip()
+                    if line.startswith(b"{"):
+                        try:
+                            out.append(json.loads(line))
+                        except ValueError:
+                            pass
+        except OSError:
+            pass
+        return out
 
     def _spawn(self, argv: list[str], env: dict | None = None) -> None:
         self._log = open(self.log_path, "wb")
@@ -155,41 +176,69 @@ class LogdServer(Server):
     system = "logd"
 
     def __init__(self, mode: str, tmp_base: str | None = None, cmd: str | None = None,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, data_dir: str | None = None) -> None:
+        """``data_dir``: serve that directory (a read replica on a follower's copy,
+        with ``--refuse`` in ``extra``) instead of a new one in the temp dir."""
         super().__init__(mode, tmp_base)
         fsync = MODES[mode][0]
         base = shlex.split(cmd) if cmd else [sys.executable, "-m", "logd"]
-        data = os.path.join(self.dir, "data")
-        argv = base + ["serve", "--port", "0", "--data-dir", data,
+        self.data = data_dir or os.path.join(self.dir, "data")
+        argv = base + ["serve", "--port", "0", "--data-dir", self.data,
                        "--fsync", fsync] + list(extra or [])
         self.argv = argv
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        self._spawn(argv, env)
-        self.port = self._wait_listening()
+        self._spawn(argv, _python_env())
+        try:
+            self.port = self._wait_listening()
+        except BaseException:
+            self.stop()  # it exited (a flag it rejects): its temp dir goes too
+            raise
 
     def _wait_listening(self) -> int:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             self._check_alive("logd")
-            try:
-                with open(self.log_path, "rb") as f:
-                    for raw in f:
-                        line = raw.strip()
-                        if not line.startswith(b"{"):
-                            continue
-                        try:
-                            ev = json.loads(line)
-                        except ValueError:
-                            continue
-                        if ev.get("event") == "listening" and ev.get("port"):
-                            return int(ev["port"])
-            except OSError:
-                pass
+            for ev in self.events():
+                if ev.get("event") == "listening" and ev.get("port"):
+                    return int(ev["port"])
             time.sleep(0.05)
         self.stop()
         raise ServerError(f"logd did not log a 'listening' event within {START_TIMEOUT}s")
+
+
+def _python_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class LogdFollower(Server):
+    """``logd-follower --primary 127.0.0.1:<port> --data-dir <tmp>/copy`` with the mode's --fsync.
+
+    No port: it is ready when it runs; ``data`` is its copy (a read replica can serve it).
+    """
+
+    system = "logd-follower"
+
+    def __init__(self, mode: str, primary_port: int, tmp_base: str | None = None, cmd: str | None = None,
+                 extra: list[str] | None = None) -> None:
+        super().__init__(mode, tmp_base)
+        base = shlex.split(cmd) if cmd else [sys.executable, "-m", "follower"]
+        self.data = os.path.join(self.dir, "copy")
+        self.argv = base + ["--primary", f"127.0.0.1:{primary_port}", "--data-dir", self.data,
+                            "--fsync", MODES[mode][0], "--name", "bench"] + list(extra or [])
+        self.spawned_at = time.perf_counter()
+        self._spawn(self.argv, _python_env())
+
+    def wait_started(self, timeout: float = START_TIMEOUT) -> None:
+        """Until it logs ``follower_started`` (its copy is open, meta written)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive("logd-follower")
+            if any(ev.get("event") == "follower_started" for ev in self.events()):
+                return
+            time.sleep(0.02)
+        raise ServerError(f"logd-follower did not start within {timeout}s:\n{self.log_tail()}")
 
 
 def redis_binary(install: bool = True) -> str:
@@ -214,8 +263,9 @@ def redis_binary(install: bool = True) -> str:
 
 class RedisServer(Server):
     system = "redis"
+    count_children = True
 
-    def __init__(self, mode: str, tmp_base: str | None = None) -> None:
+    def __init__(self, mode: str, tmp_base: str | None = None, extra: list[str] | None = None) -> None:
         super().__init__(mode, tmp_base)
         binary = redis_binary()
         appendfsync = MODES[mode][1]
@@ -230,7 +280,7 @@ class RedisServer(Server):
                 # the run: logd has no compaction either. This only helps Redis.
                 "--auto-aof-rewrite-percentage", "0",
                 "--logfile", "", "--loglevel", "notice",
-            ]
+            ] + list(extra or [])
             self.argv = argv
             self._spawn(argv)
             try:
@@ -244,6 +294,38 @@ class RedisServer(Server):
                     self._log = None
         self.stop()
         raise ServerError(f"redis-server would not start: {last}")
+
+    def info(self, section: str) -> str:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"*2\r\n$4\r\nINFO\r\n$%d\r\n%s\r\n" % (len(section), section.encode()))
+            buf = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError("redis closed the connection")
+                buf += chunk
+                nl = buf.find(b"\r\n")
+                if nl > 0 and len(buf) >= nl + 2 + int(buf[1:nl]) + 2:
+                    return buf[nl + 2 : nl + 2 + int(buf[1:nl])].decode()
+
+    def wait_aof_written(self, timeout: float = 60.0) -> float:
+        """Until no AOF rewrite runs or is scheduled (a replica rewrites its AOF after a full
+        sync, and ignores SIGTERM until that is done); seconds waited."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            try:
+                text = self.info("persistence")
+            except OSError:
+                break
+            if "aof_rewrite_in_progress:0" in text and "aof_rewrite_scheduled:0" in text:
+                break
+            time.sleep(0.01)
+        return time.monotonic() - t0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.wait_aof_written()
+        super().stop()
 
     def _wait_ping(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT

@@ -77,13 +77,7 @@ class LogdCodec:
 
     @staticmethod
     def parse_head(buf: bytearray, pos: int) -> tuple[int, object]:
-        nl = buf.find(CRLF, pos)
-        if nl < 0:
-            return -1, None
-        line = bytes(buf[pos:nl])
-        if not (line.startswith(b"OK ") and line[3:].isdigit()):
-            raise ReplyError(line.decode("utf-8", "replace"))
-        return nl + 2, int(line[3:])
+        return ok_number(buf, pos)
 
     @staticmethod
     def range_reader(count: int) -> "LogdReader":
@@ -411,6 +405,104 @@ class RedisTailReader:
         return pos, n, self._request(), False
 
 
+# -- Redis with WAIT (W1m, W2m) -------------------------------------------------------
+
+_WAIT = resp_command(b"WAIT", b"1", b"0")
+
+
+class RedisWaitCodec(RedisCodec):
+    """Each write request followed by ``WAIT 1 0``: done when one replica has it.
+
+    ``WAIT`` answers ``:<replicas>``; with timeout 0 it blocks until one
+    acknowledges, so anything below 1 is an error.
+    """
+
+    name = "redis-wait"
+
+    @staticmethod
+    def encode_write(bodies: list[bytes]) -> bytes:
+        return RedisCodec.encode_write(bodies) + _WAIT
+
+    @staticmethod
+    def replies_per_write(n: int) -> int:
+        return n + 1
+
+    @staticmethod
+    def parse_reply(buf: bytearray, pos: int) -> int:
+        if pos < len(buf) and buf[pos] == 0x3A:  # ':' -- WAIT's reply
+            nl = buf.find(CRLF, pos)
+            if nl < 0:
+                return -1
+            if int(buf[pos + 1 : nl]) < 1:
+                raise ReplyError(f"WAIT 1 0 answered {bytes(buf[pos:nl]).decode()}: no replica acknowledged")
+            return nl + 2
+        return RedisCodec.parse_reply(buf, pos)
+
+
+# -- any RESP2 reply, and logd's STATS (control connections, not the load) --------------
+
+
+def parse_resp(buf: bytearray | bytes, pos: int = 0) -> tuple[int, object]:
+    """One RESP2 reply at ``pos``: (position after it, value), or (-1, None).
+
+    ``+`` -> str, ``:`` -> int, ``$`` -> bytes (None for ``$-1``), ``*`` ->
+    list (None for ``*-1``); ``-ERR ...`` raises ``ReplyError``.
+    """
+    nl = buf.find(CRLF, pos)
+    if nl < 0:
+        return -1, None
+    kind, line = buf[pos], bytes(buf[pos + 1 : nl])
+    if kind == 0x2B:  # '+'
+        return nl + 2, line.decode()
+    if kind == 0x2D:  # '-'
+        raise ReplyError(line.decode("utf-8", "replace"))
+    if kind == 0x3A:  # ':'
+        return nl + 2, int(line)
+    if kind == 0x24:  # '$'
+        n = int(line)
+        if n < 0:
+            return nl + 2, None
+        stop = nl + 2 + n
+        if stop + 2 > len(buf):
+            return -1, None
+        return stop + 2, bytes(buf[nl + 2 : stop])
+    if kind == 0x2A:  # '*'
+        n = int(line)
+        if n < 0:
+            return nl + 2, None
+        items = []
+        pos = nl + 2
+        for _ in range(n):
+            pos, v = parse_resp(buf, pos)
+            if pos < 0:
+                return -1, None
+            items.append(v)
+        return pos, items
+    raise ReplyError(f"not a RESP reply: {bytes(buf[pos : pos + 40])!r}")
+
+
+STATS_REQUEST = b"STATS\r\n"
+
+
+def ok_number(buf: bytearray | bytes, pos: int) -> tuple[int, int | None]:
+    """logd's ``OK <n>\r\n`` line (HEAD; the length of a body): (position after it, n), or (-1, None)."""
+    nl = buf.find(CRLF, pos)
+    if nl < 0:
+        return -1, None
+    line = bytes(buf[pos:nl])
+    if not (line.startswith(b"OK ") and line[3:].isdigit()):
+        raise ReplyError(line.decode("utf-8", "replace"))
+    return nl + 2, int(line[3:])
+
+
+def parse_body_reply(buf: bytearray | bytes, pos: int = 0) -> tuple[int, bytes | None]:
+    """logd's ``OK <len>\r\n<body>\r\n`` (STATS): (position after it, body), or (-1, None)."""
+    start, n = ok_number(buf, pos)
+    if start < 0 or n is None or start + n + 2 > len(buf):
+        return -1, None
+    return start + n + 2, bytes(buf[start : start + n])
+
+
 # -- transport-only readers (W4 raw) ----------------------------------------------------
 #
 # These do not parse records one by one: they count them with C-speed
@@ -471,5 +563,5 @@ class RawRedisRangeReader:
         return len(buf), n, self._request(), False
 
 
-CODECS = {"logd": LogdCodec, "redis": RedisCodec}
+CODECS = {"logd": LogdCodec, "redis": RedisCodec, "redis-wait": RedisWaitCodec}
 RAW_READERS = {"logd": RawLogdReader, "redis": RawRedisRangeReader}

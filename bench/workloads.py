@@ -12,6 +12,7 @@ server, may be the bottleneck.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import selectors
@@ -81,7 +82,8 @@ def percentiles(values, ps=(50, 99, 99.9)) -> dict:
     if not v:
         return out
     for p in ps:
-        k = max(0, min(len(v) - 1, int(round(p / 100 * len(v) + 0.5)) - 1))
+        # rank ceil(p% of n); round() here once rounded half to even and picked p99 one rank high
+        k = max(0, min(len(v) - 1, math.ceil(p * len(v) / 100 - 1e-9) - 1))
         out[f"p{p:g}_ms"] = v[k] * 1000
     out["max_ms"] = v[-1] * 1000
     out["mean_ms"] = sum(v) / len(v) * 1000
@@ -493,15 +495,18 @@ def _w5_reader(port: int, codec_name: str, expected, duration: float, ready) -> 
     return {"received": got, "lat": lat.tobytes(), "cpu": cpu}
 
 
-def tail_latency(port: int, codec_name: str, rate: float, duration: float) -> dict:
-    """W5: one tailing reader, one writer at ``rate`` msg/s for ``duration`` s (separate processes)."""
+def tail_latency(port: int, codec_name: str, rate: float, duration: float, read_port: int | None = None) -> dict:
+    """W5: one tailing reader, one writer at ``rate`` msg/s for ``duration`` s (separate processes).
+
+    ``read_port``: the reader tails another server (W8: a read replica) than the one written to.
+    """
     kids = Children()
     start_at = kids.ctx.Value("d", 0.0)
     expected = kids.ctx.Value("q", -1)
     r_ready = kids.ctx.Event()
     w_ready = kids.ctx.Event()
     try:
-        kids.start(_w5_reader, port, codec_name, expected, duration, r_ready)
+        kids.start(_w5_reader, read_port or port, codec_name, expected, duration, r_ready)
         if not r_ready.wait(30):
             raise BenchTimeout("W5 reader did not start")
         kids.start(_w5_writer, port, codec_name, rate, duration, start_at, w_ready)
