@@ -66,6 +66,7 @@ class FollowerHello:
     last_id: int  # its last record (0: none)
     last_crc: int  # that record's CRC (0: none)
     name: str = ""
+    fsync: str = ""  # its --fsync policy ("": not said); --min-acks counts synced ids of "always"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,8 @@ def encode_hello_reply(hello: PrimaryHello) -> bytes:
 
 def encode_follower_hello(hello: FollowerHello) -> bytes:
     data: bytes = msgpack.packb({"history": hello.history, "last_id": hello.last_id,
-                                 "last_crc": hello.last_crc, "name": hello.name})
+                                 "last_crc": hello.last_crc, "name": hello.name,
+                                 "fsync": hello.fsync})
     return data
 
 
@@ -154,11 +156,13 @@ def _map(raw: bytes, what: str) -> dict[Any, Any]:
 def decode_follower_hello(raw: bytes) -> FollowerHello:
     """Raises: ValueError, saying what is wrong (the handler answers BADREQUEST)."""
     doc = _map(raw, "hello")
-    name = doc.get("name", "")
+    name, fsync = doc.get("name", ""), doc.get("fsync", "")
     if not isinstance(name, str):
         raise ValueError(f"hello 'name' must be a string, got {name!r}")
+    if not isinstance(fsync, str):
+        raise ValueError(f"hello 'fsync' must be a string, got {fsync!r}")
     return FollowerHello(_history(doc, "hello"), _uint(doc, "last_id", "hello"),
-                         _uint(doc, "last_crc", "hello"), name[:200])
+                         _uint(doc, "last_crc", "hello"), name[:200], fsync[:40])
 
 
 def _decode_primary_hello(raw: bytes) -> PrimaryHello:
