@@ -94,11 +94,14 @@ class Acks:
 
     def wait(self, w: WaitAcks, gone: Event) -> bytes:
         """Block this greenlet until ``w`` is confirmed (its reply) or its
-        deadline, the server's stop or ``gone`` (``NOTREPLICATED``)."""
+        deadline or the server's stop (``NOTREPLICATED``); b"" once the peer
+        is ``gone`` (nobody to tell)."""
         visible = self.visible
         while visible.committed < w.last:
+            if gone.is_set():
+                return b""
             left = w.deadline - time.monotonic()
-            if left <= 0 or gone.is_set() or visible.stopped.is_set():
+            if left <= 0 or visible.stopped.is_set():
                 return self._timed_out(w, stopping=left > 0)
             visible.wait(visible.committed, gone, timeout=left)
         return w.reply

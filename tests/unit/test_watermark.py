@@ -98,6 +98,9 @@ def test_wait_returns_the_reply_once_confirmed_else_notreplicated_and_counts():
                      b"confirmed them within 1.5 s; they may not survive a failover\r\n")
     exc = from_reply("ERR", reply[4:-2].decode())
     assert isinstance(exc, NotReplicated) and (exc.first, exc.last) == (5, 6)
+    gone = Event()
+    gone.set()  # the writer's peer went away: nothing to send, and no timeout counted
+    assert acks.wait(acks.expect(7, 7, b"OK 7\r\n"), gone) == b""
     acks.stop()  # the server stops: a waiter is answered at once, before its deadline
     stopped = acks.wait(acks.expect(7, 7, b"OK 7\r\n"), Event())
     assert b"before the server stopped" in stopped
