@@ -318,7 +318,7 @@ class ServerConfig(_Table):
                              "when the follower runs --fsync always); readers see only such ids. 0 = off")
     ack_timeout: float = _setting(5.0, _duration,
                                   "with --min-acks: after this long a MSG not confirmed gets ERR NOTREPLICATED "
-                                  "(it stays on the primary)")
+                                  "(it stays on the primary); 0 = wait as long as it takes")
     admin_from: tuple[str, ...] = _setting(
         admin.LOOPBACK, admin.parse_networks,
         "addresses or networks that may send SHUTDOWN, comma-separated (the unix socket always may)")

@@ -23,6 +23,7 @@ With ``--min-acks 0`` none of this exists: ``visible`` is ``commits``.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -90,7 +91,8 @@ class Acks:
 
     def expect(self, first: int, last: int, reply: bytes) -> WaitAcks:
         """The reply of a MSG of ids ``first..last``, due once they are confirmed."""
-        return WaitAcks(first, last, reply, time.monotonic() + self.timeout)
+        # 0 waits as long as it takes, as Redis's WAIT n 0 does.
+        return WaitAcks(first, last, reply, time.monotonic() + self.timeout if self.timeout else math.inf)
 
     def wait(self, w: WaitAcks, gone: Event) -> bytes:
         """Block this greenlet until ``w`` is confirmed (its reply) or its
@@ -103,7 +105,7 @@ class Acks:
             left = w.deadline - time.monotonic()
             if left <= 0 or visible.stopped.is_set():
                 return self._timed_out(w, stopping=left > 0)
-            visible.wait(visible.committed, gone, timeout=left)
+            visible.wait(visible.committed, gone, timeout=None if left == math.inf else left)
         return w.reply
 
     def _timed_out(self, w: WaitAcks, stopping: bool) -> bytes:

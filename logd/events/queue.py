@@ -220,7 +220,7 @@ class EventQueue:
             self._dirty.set()
             gevent.sleep(0.005)
         if self.acks is not None:
-            self.acks.settle(max(0.0, min(self.acks.timeout, deadline - time.monotonic())))
+            self.acks.settle(max(0.0, min(self.acks.timeout or timeout, deadline - time.monotonic())))
             self.acks.stop()
         self.commits.stop()
 

@@ -137,3 +137,12 @@ def test_the_follower_hello_carries_its_fsync_policy():
     assert rp.decode_follower_hello(old).fsync == ""
     with pytest.raises(ValueError, match="fsync"):
         rp.decode_follower_hello(msgpack.packb({"history": None, "last_id": 0, "last_crc": 0, "fsync": 1}))
+
+
+def test_ack_timeout_0_waits_as_long_as_it_takes():
+    acks, followers, _ = make_acks(timeout=0)
+    w = acks.expect(1, 1, b"OK 1\r\n")
+    assert w.deadline == float("inf")
+    followers[1] = FollowerState("b", "f", written=pos(1), synced=pos(1), fsync="never", counted=True)
+    acks.on_report()
+    assert acks.wait(w, Event()) == b"OK 1\r\n"
