@@ -113,7 +113,8 @@ class EventQueue:
             "pid": os.getpid(),
             "data_dir": getattr(self.log, "directory", ""),
             "listen": " ".join(listen),
-            **(self.acks.stats_() if self.acks is not None else acks_off_stats(self.commits.committed, self.ack_timeout)),
+            **(self.acks.stats_() if self.acks is not None
+               else acks_off_stats(self.commits.committed, self.ack_timeout)),
         }
 
     # -- the consumer ---------------------------------------------------------------
