@@ -249,3 +249,23 @@ def test_graceful_stop_answers_a_waiting_msg(logd_server, follower):
     finally:
         os.kill(fol.proc.pid, signal.SIGCONT)
     assert 2 in copy_records(srv.data_dir)
+
+
+def test_restarted_primary_watermark_comes_back_with_the_follower(logd_server, follower):
+    srv, (fol,) = start_pair(logd_server, follower, "--min-acks", "1")
+    port = srv.port
+    w = Wire(srv.host, srv.port)
+    for body in (b"a", b"b", b"c"):
+        w.cmd("MSG", body)
+        ok_id(w.line())
+    w.close()
+    # The watermark is not persisted: the restarted primary starts it at 0, and
+    # the follower's first report on reconnecting (its whole copy) brings it back.
+    srv.restart("--fsync", "never", "--min-acks", "1", "--port", str(port))
+    wait_for(lambda: stats(srv)["acked_head"] == 3, what="the watermark back at 3")
+    r = Wire(srv.host, srv.port)
+    r.cmd("READ", 1, 3)
+    assert r.line() == b"OK\r\n"
+    assert records_from(r, 3) == [(1, b"a"), (2, b"b"), (3, b"c")]
+    assert r.line() == b"+EOF\r\n"
+    r.close()
