@@ -212,7 +212,7 @@ class Follower(Process):
                 last_crc = before.crc if before is not None else 0
         rep = Replicator(partition, offset, head, last_crc)
         history = flog.meta.history if head else None  # an empty copy adopts the primary's
-        hello = rp.FollowerHello(history, head, last_crc, config.name)
+        hello = rp.FollowerHello(history, head, last_crc, config.name, fsync=str(config.fsync))
         # An empty copy asks for the first retained partition, wherever that is.
         start = partition if head or offset else 0
         sock.sendall(encode_command("REPLICATE", start, 0, offset, rp.encode_follower_hello(hello)))
@@ -256,6 +256,8 @@ class Follower(Process):
                     self._set_state("catching up" if event.head > head else "streaming",
                                     primary_head=event.head, partition=event.partition,
                                     offset=event.offset)
+                    # What the copy holds already: --min-acks on the primary counts it.
+                    sock.sendall(rp.encode_ack(rep.position, self.synced))
                 elif isinstance(event, rp.End):
                     return
             if wrote:

@@ -324,6 +324,13 @@ class ServerConfig(_Table):
                           "with --refuse, how new data is noticed: inotify, poll (every --watch-interval), "
                           "auto: inotify where available")
     watch_interval: float = _setting(0.1, _duration, "with --refuse --watch poll: seconds between looks")
+    # -- synchronous replication (events/acks.py; docs/server.rst) --
+    min_acks: int = _setting(0, _int(0, 64),
+                             "acknowledge a MSG only once this many followers have it (written, or fsynced "
+                             "when the follower runs --fsync always); readers see only such ids. 0 = off")
+    ack_timeout: float = _setting(5.0, _duration,
+                                  "with --min-acks: after this long a MSG not confirmed gets ERR NOTREPLICATED "
+                                  "(it stays on the primary); 0 = wait as long as it takes")
     # -- admin commands and failover (issue 10) --
     admin_from: tuple[str, ...] = _setting(
         admin.DEFAULT_ADMIN_FROM, admin.parse_networks,

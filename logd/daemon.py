@@ -129,7 +129,9 @@ class Daemon(Process):
             raise Halt(EXIT_FAILURE, "startup failed") from exc
         # A replica writes nothing: no committer, no fsync loop; commits come from the watcher.
         fsync = FsyncPolicy(FsyncMode.NEVER) if config.refuse else config.fsync
-        self.queue = EventQueue(self.log, fsync, self.stats)
+        # --min-acks is a primary's: a read replica has no followers to wait for.
+        min_acks = 0 if config.refuse else config.min_acks
+        self.queue = EventQueue(self.log, fsync, self.stats, min_acks, config.ack_timeout)
         handlers = self.queue.handlers
         handlers.on_shutdown = self.request_stop
         handlers.admin = AdminPolicy(config.admin_from, token)

@@ -30,6 +30,7 @@ __all__ = [
     "CorruptLogError",
     "ShuttingDown",
     "TooManyClients",
+    "NotReplicated",
     "ConnectionLost",
     "BadAddress",
     "ChecksumError",
@@ -175,6 +176,18 @@ class TooManyClients(ServerError):
     code = "MAXCLIENTS"
 
 
+class NotReplicated(ServerError):
+    """``--min-acks``: a MSG written on the primary that too few followers
+    confirmed in time. It is not taken back; ``first``..``last`` are its ids."""
+
+    code = "NOTREPLICATED"
+
+    def __init__(self, message: str = "", first: int = 0, last: int = 0) -> None:
+        super().__init__(message)
+        self.first = first
+        self.last = last
+
+
 # -- client side only: never sent by a server ----------------------------------
 
 
@@ -223,6 +236,7 @@ CLASSES: dict[str, type[LogdError]] = {
         CorruptLogError,
         ShuttingDown,
         TooManyClients,
+        NotReplicated,
     )
 }
 
@@ -249,6 +263,10 @@ def from_reply(kind: str, reason: str) -> LogdError:
         return cls(message, first=int(ids["first"]), head=int(ids["head"]))
     if cls is Refused:
         return Refused(message, primary=fields.get("primary"))
+    if cls is NotReplicated:
+        m = re.match(r"ids (\d{1,19})(?:-(\d{1,19}))? ", message)
+        if m:
+            return NotReplicated(message, int(m.group(1)), int(m.group(2) or m.group(1)))
     if cls is Diverged:
         m = re.search(r"\s*\(partition=(\d{1,19}) offset=(\d{1,19}) id=(\d{1,19})\)$", message)
         if m:

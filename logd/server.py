@@ -37,6 +37,7 @@ from .admin import AdminPolicy
 from .config import ServerConfig
 from .errors import ClientError, InvalidArgument, ProtocolError, StorageError, TooManyClients
 from .events import CloseAfter, EventQueue, Peer, Stream
+from .events.acks import WaitAcks
 from .events.handlers import FollowerState, Replication
 from .replicate import stream_replication
 from .stream import SendTimeout, send_all, stream_records
@@ -478,6 +479,8 @@ class _Connection:
         follower.written = (ack.partition, ack.offset, ack.id)
         follower.synced = (ack.synced_partition, ack.synced_offset, ack.synced_id)
         follower.last_report = time.time()
+        if self.queue.acks is not None:
+            self.queue.acks.on_report()
 
     def _end_with(self, line: bytes) -> None:
         """Queue a last line after every reply due; the writer then closes."""
@@ -534,6 +537,8 @@ class _Connection:
                 return
             self.writer_busy = True
             reply = item.get()
+            if type(reply) is WaitAcks:
+                reply = self._await_acks(reply, out)
             if type(reply) is bytes:
                 out.append(reply)
                 # Coalesce every reply already ready into one send.
@@ -557,10 +562,23 @@ class _Connection:
                 self._replicate(reply)
             self.writer_busy = False
 
+    def _await_acks(self, wait: WaitAcks, out: list[bytes]) -> bytes:
+        """A MSG's reply under --min-acks: the replies before it go out first,
+        then this greenlet waits for the followers (acks.py); the queue and
+        other connections do not."""
+        acks = self.queue.acks
+        assert acks is not None
+        if out and acks.visible.committed < wait.last:
+            send_all(self.sock, b"".join(out), self.config.send_timeout)
+            out.clear()
+        return acks.wait(wait, self.gone)
+
     def _replicate(self, rep: Replication) -> None:
         followers = self.queue.handlers.followers
         hello = rep.follower
-        self.follower = followers[self.id] = FollowerState(self.peer.addr, hello.name if hello else "")
+        self.follower = followers[self.id] = FollowerState(
+            self.peer.addr, hello.name if hello else "", fsync=hello.fsync if hello else "",
+            counted=hello is not None)
         if hello is not None:
             # What it says it has; its ACKs say more.
             self.follower.written = (rep.partition, rep.offset, rep.next_id - 1)
@@ -597,7 +615,7 @@ class _Connection:
             stream_records(
                 self.sock,
                 cursor,
-                self.queue.commits,
+                self.queue.visible,  # under --min-acks, the acknowledged watermark
                 stream.limit,
                 self.gone,
                 self.close_requested if follow else None,

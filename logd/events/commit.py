@@ -7,9 +7,10 @@ committed id), ``position`` (the ``(partition, offset)`` just past it),
 ``wait()`` for the next ``publish()``, and ``stopped`` (streams end: the
 server is shutting down).
 
-On a primary the event queue publishes. The same object is meant to be
-driven by a file watcher on a read replica, and to count follower
-acknowledgements for synchronous replication; neither exists yet.
+On a primary the event queue publishes; on a read replica the directory
+watcher (``watch.py``). Under ``--min-acks`` a primary has a second one, the
+acknowledged watermark, that follower ACKs publish (``acks.py``): READ
+streams follow that one, REPLICATE streams this one.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from ..errors import (Diverged, Forbidden, InvalidArgument, NotRetained, OutOfRa
 from ..log import Log
 from ..protocol import replication as rp
 from .role import Role
+from .acks import Acks, WaitAcks
 
 __all__ = ["Handlers", "Stream", "Replication", "FollowerState", "WaitCommit", "WaitSync", "CloseAfter",
            "Peer", "Reply", "FULL_COPIES", "PARTIAL_RESUMES", "ADMIN_REFUSED", "AUTH_FAILURES"]
@@ -76,6 +77,8 @@ class FollowerState:
     written: tuple[int, int, int] = (0, 0, 0)  # partition, offset, id
     synced: tuple[int, int, int] = (0, 0, 0)
     last_report: float = 0.0
+    fsync: str = ""  # its --fsync policy, from its hello ("": not said)
+    counted: bool = False  # a follower (it sent a hello), not an anonymous reader: --min-acks counts it
 
     def describe(self, head: int, now: float) -> str:
         ago = f"{now - self.last_report:.1f}s" if self.last_report else "never"
@@ -90,7 +93,7 @@ class WaitCommit:
     """Send ``reply`` once ``id`` is committed."""
 
     id: int
-    reply: bytes
+    reply: bytes | WaitAcks
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,7 @@ class CloseAfter:
     reply: bytes
 
 
-Reply = Union[bytes, Stream, Replication, WaitCommit, WaitSync, CloseAfter]
+Reply = Union[bytes, Stream, Replication, WaitCommit, WaitSync, WaitAcks, CloseAfter]
 
 
 class Handlers:
@@ -134,6 +137,7 @@ class Handlers:
         # ACCEPT on a read replica: the daemon swaps the log (None: not possible here).
         self.promote: Callable[[], None] | None = None
         self.followers: dict[int, FollowerState] = {}  # by connection id, kept by server.py
+        self.acks: Acks | None = None  # --min-acks > 0 (queue.py)
         self._table: dict[type, Callable[[Any, Peer], Reply]] = {
             p.Msg: self.msg,
             p.Read: self.read,
@@ -173,7 +177,10 @@ class Handlers:
             raise
         self.stats.incr(st.MESSAGES_WRITTEN, len(cmd.bodies))
         self.stats.incr(st.BYTES_WRITTEN, sum(map(len, cmd.bodies)))
-        reply = p.encode_ok_id(last)
+        ok = p.encode_ok_id(last)
+        reply: bytes | WaitAcks = ok
+        if self.acks is not None:
+            reply = self.acks.expect(last - len(cmd.bodies) + 1, last, ok)
         if self.fsync.mode is FsyncMode.ALWAYS:
             return WaitCommit(last, reply)
         return reply
@@ -196,6 +203,8 @@ class Handlers:
         return Stream(start, cmd.limit)
 
     def head(self, cmd: p.Head, peer: Peer) -> Reply:
+        if self.acks is not None:  # the last id readers can see (never beyond the commit)
+            return p.encode_ok_id(self.acks.visible.committed)
         head = self.log.head()
         reply = p.encode_ok_id(head)
         # Under `always`, a HEAD answered before the MSGs it counts are durable

@@ -47,6 +47,7 @@ from .. import stats as st
 from ..config import FsyncMode, FsyncPolicy
 from ..errors import LogdError, ServerError, ShuttingDown
 from ..log import Log
+from .acks import Acks, acks_off_stats
 from .commit import Commits
 from .handlers import Handlers, Peer, WaitCommit, WaitSync
 
@@ -61,7 +62,8 @@ _STOP = object()
 class EventQueue:
     """One ordered consumer for all commands; see the module docstring."""
 
-    def __init__(self, log_: Log, fsync: FsyncPolicy, stats: st.Stats) -> None:
+    def __init__(self, log_: Log, fsync: FsyncPolicy, stats: st.Stats, min_acks: int = 0,
+                 ack_timeout: float = 5.0) -> None:
         self.log = log_
         self.fsync = fsync
         self.stats = stats
@@ -69,8 +71,13 @@ class EventQueue:
         self.servers: list[Any] = []
         committed = log_.head() if fsync.mode is not FsyncMode.ALWAYS else log_.synced_head()
         self.commits = Commits(committed, log_.position(committed + 1))
+        # --min-acks (acks.py): readers follow the acknowledged watermark; REPLICATE, ``commits``.
+        self.acks = self.handlers.acks = (Acks(min_acks, ack_timeout, self.commits, self.handlers.followers,
+                                               log_.position, stats) if min_acks else None)
+        self.visible = self.acks.visible if self.acks is not None else self.commits
+        self.ack_timeout = ack_timeout
         self._queue: Queue = Queue()
-        self._waiters: deque[tuple[int, AsyncResult, bytes]] = deque()
+        self._waiters: deque[tuple[int, AsyncResult, Any]] = deque()
         self._dirty = Event()
         self._greenlets: list[gevent.Greenlet] = []
         self._immediate = fsync.mode is not FsyncMode.ALWAYS
@@ -114,6 +121,8 @@ class EventQueue:
             "pid": os.getpid(),
             "data_dir": getattr(self.log, "directory", ""),
             "listen": " ".join(listen),
+            **(self.acks.stats_() if self.acks is not None
+               else acks_off_stats(self.commits.committed, self.ack_timeout)),
         }
 
     # -- the consumer ---------------------------------------------------------------
@@ -259,6 +268,9 @@ class EventQueue:
         while (not self._queue.empty() or self._waiters) and time.monotonic() < deadline:
             self._dirty.set()
             gevent.sleep(0.005)
+        if self.acks is not None:
+            self.acks.settle(max(0.0, min(self.acks.timeout or timeout, deadline - time.monotonic())))
+            self.acks.stop()
         self.commits.stop()
 
     def stop(self) -> None:

@@ -69,6 +69,7 @@ class FollowerHello:
     last_crc: int  # that record's CRC (0: none)
     name: str = ""
     epochs: tuple[tuple[int, int], ...] = ()  # its copy's meta epochs; (): unknown (older follower)
+    fsync: str = ""  # its --fsync policy ("": not said); --min-acks counts synced ids of "always"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +134,8 @@ def encode_hello_reply(hello: PrimaryHello) -> bytes:
 
 def encode_follower_hello(hello: FollowerHello) -> bytes:
     data: bytes = msgpack.packb(_with_epochs({"history": hello.history, "last_id": hello.last_id,
-                                              "last_crc": hello.last_crc, "name": hello.name},
-                                             hello.epochs))
+                                              "last_crc": hello.last_crc, "name": hello.name,
+                                              "fsync": hello.fsync}, hello.epochs))
     return data
 
 
@@ -165,11 +166,13 @@ def _map(raw: bytes, what: str) -> dict[Any, Any]:
 def decode_follower_hello(raw: bytes) -> FollowerHello:
     """Raises: ValueError, saying what is wrong (the handler answers BADREQUEST)."""
     doc = _map(raw, "hello")
-    name = doc.get("name", "")
+    name, fsync = doc.get("name", ""), doc.get("fsync", "")
     if not isinstance(name, str):
         raise ValueError(f"hello 'name' must be a string, got {name!r}")
+    if not isinstance(fsync, str):
+        raise ValueError(f"hello 'fsync' must be a string, got {fsync!r}")
     return FollowerHello(_history(doc, "hello"), _uint(doc, "last_id", "hello"),
-                         _uint(doc, "last_crc", "hello"), name[:200], _epochs(doc, "hello"))
+                         _uint(doc, "last_crc", "hello"), name[:200], _epochs(doc, "hello"), fsync[:40])
 
 
 def _decode_primary_hello(raw: bytes) -> PrimaryHello:
