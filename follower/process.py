@@ -11,6 +11,11 @@ link, a bad frame or a bad record is logged and retried from the copy's own
 tail, after capped jittered backoff (``logd/backoff.py``). A refusal it
 cannot fix by retrying stops the process: NOTRETAINED (exit 10) or DIVERGED
 (exit 11); it never truncates or replaces its copy because the primary says so.
+
+systemd: READY=1 once the first handshake succeeded, or at once when the copy
+already holds records (a read replica serves them while the primary is away);
+``STATUS=`` names the primary, the link state and the lag; ``WATCHDOG=1`` is
+withheld while an fsync has run for ``STALL_TIMEOUT`` (docs/server.rst).
 """
 
 from __future__ import annotations
@@ -24,13 +29,13 @@ import gevent
 import structlog
 from gevent import socket as gsocket
 
-from logd import backoff
+from logd import backoff, faults
 from logd.client.connection import parse_address
 from logd.config import FsyncMode
 from logd.errors import ConnectionLost, LogdError, StorageError
 from logd.log import status as status_file
 from logd.log.file import FileLog
-from logd.process import EXIT_FAILURE, Halt, Process
+from logd.process import EXIT_FAILURE, Halt, InFlight, Process
 from logd.protocol import NEED_DATA, encode_command
 from logd.protocol import replication as rp
 
@@ -41,10 +46,15 @@ __all__ = ["Follower"]
 
 log = structlog.get_logger("follower")
 
+STALL_TIMEOUT = 30.0  # seconds an fsync may run before the watchdog's pings stop
+
 
 class Follower(Process):
+    READY_AT_STARTUP = False  # READY=1 after the first handshake (or with a copy to serve)
+
     def __init__(self, config: FollowerConfig) -> None:
         super().__init__()
+        self._fsyncs = InFlight(faults.fsync_func())
         self.config = config
         self.log: FileLog | None = None
         self.greenlets: list[Any] = []
@@ -70,12 +80,14 @@ class Follower(Process):
         try:
             flog = self.log = FileLog(config.data_dir, index_interval=config.index_interval,
                                       fsync=config.fsync.mode is not FsyncMode.NEVER,
-                                      program="logd-follower")
+                                      fsync_func=self._fsyncs, program="logd-follower")
         except StorageError as exc:
             log.error("startup_failed", error=str(exc))
             raise Halt(EXIT_FAILURE, str(exc)) from None
         active = flog.partitions()[-1]
         self.synced = (active.number, active.size, flog.head())  # recovery fsynced it
+        if flog.head():
+            self.set_ready()
         self.greenlets.append(gevent.spawn(self._link_loop))
         self.greenlets.append(gevent.spawn(self._status_loop))
         if config.fsync.mode is FsyncMode.INTERVAL:
@@ -84,7 +96,14 @@ class Follower(Process):
                  partition=active.number, offset=active.size, fsync=str(config.fsync))
 
     def status(self) -> str:
-        return f"{self.state}: copy at id {self._position()[2]}, primary head {self.primary_head}"
+        copied = self._position()[2]
+        lag = f"lag {max(0, self.primary_head - copied)} ids" if self._connected else "lag unknown"
+        return (f"{self.state} (primary {self.config.primary}): copy at id {copied}, "
+                f"primary head {self.primary_head}, {lag}")
+
+    def stuck(self) -> str | None:
+        running = self._fsyncs.oldest()
+        return f"an fsync has been running for {running:.1f}s" if running > STALL_TIMEOUT else None
 
     def shutdown(self, halt: Halt) -> None:
         gevent.killall(self.greenlets)
@@ -108,7 +127,6 @@ class Follower(Process):
         if state != self.state:
             self.state = state
             log.info("link_state", state=state, **why)
-            self.notify.status(self.status())
             self._save_status(state)
 
     def _save_status(self, state: str, reason: str = "") -> None:
@@ -233,6 +251,7 @@ class Follower(Process):
                         flog.roll_to(begin.partition, begin.first_id)
                     self._rep, self._connected = rep, True
                     self.primary_head = event.head
+                    self.set_ready()
                     self._set_state("catching up" if event.head > head else "streaming",
                                     primary_head=event.head, partition=event.partition,
                                     offset=event.offset)

@@ -113,11 +113,13 @@ class FileLog(LogReader):
         allow_corrupt: bool = False,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         program: str | None = None,
+        progress_every: float = PROGRESS_EVERY,
     ) -> None:
         # Called with each `verifying` line's fields (every PROGRESS_EVERY s while
         # the open verifies). It may raise to abort the open: it is called only
         # while a partition is being read, before anything of it is written.
         self._on_progress = on_progress
+        self._progress_every = progress_every
         self._program = program  # who the lock file names (None: this process's command)
         self.partition_size = partition_size
         self.fsync_enabled = fsync
@@ -166,7 +168,8 @@ class FileLog(LogReader):
         if not found:
             self._partitions = [self._new_partition(1, 1)]
         progress = _Progress(
-            len(found), sum(_size_of(os.path.join(self.directory, n)) for _, n in found), self._on_progress
+            len(found), sum(_size_of(os.path.join(self.directory, n)) for _, n in found), self._on_progress,
+            self._progress_every,
         )
         how_counts: dict[str, int] = {}
         bad_tail: tuple[Partition, int, int] | None = None
@@ -571,8 +574,10 @@ class _Progress:
     every PROGRESS_EVERY seconds), and one ``log_verified`` at the end."""
 
     def __init__(self, partitions: int, total: int,
-                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_progress: Callable[[dict[str, Any]], None] | None = None,
+                 every: float = PROGRESS_EVERY) -> None:
         self.on_progress = on_progress
+        self.every = every
         self.partitions = partitions
         self.total = total
         self.done_parts = 0
@@ -580,7 +585,7 @@ class _Progress:
         self.trusted = 0  # bytes taken on the clean marker's word
         self.partition = 0
         self.began = time.monotonic()
-        self.next_line = self.began + PROGRESS_EVERY
+        self.next_line = self.began + every
         self.announced = False
 
     def skip(self, nbytes: int) -> None:
@@ -598,7 +603,7 @@ class _Progress:
         self.verified += nbytes
         now = time.monotonic()
         if now >= self.next_line:
-            self.next_line = now + PROGRESS_EVERY
+            self.next_line = now + self.every
             seconds = now - self.began
             fields = dict(partition=self.partition,
                           partitions_done=self.done_parts, partitions=self.partitions,
