@@ -58,7 +58,17 @@ def test_watchdog_pings_at_half_the_interval_and_stop_while_the_fsync_is_wedged(
     assert pings(srv.notify, pid)[0] >= ready  # the first ping follows READY
 
     wedge.touch()
-    w = Wire(srv.host, srv.port, timeout=20)
+    try:
+        stopped_at = check_wedged(srv, pid)
+    finally:
+        wedge.unlink()  # else the fixture's SIGTERM would wait on the fsync too
+    assert srv.w.line() == b"OK 1\r\n"  # nothing lost: the MSG is acked once the fsync returns
+    srv.wait_event("watchdog_resumed")
+    wait_for(lambda: [t for t in pings(srv.notify, pid) if t > stopped_at], "pings again")
+
+
+def check_wedged(srv, pid: int) -> float:
+    w = srv.w = Wire(srv.host, srv.port, timeout=20)
     w.cmd("MSG", b"stuck")  # its fsync waits while the wedge file exists: no reply yet
     withheld = srv.wait_event("watchdog_withheld")
     assert withheld["reason"].startswith("an fsync has been running for ")
@@ -67,11 +77,7 @@ def test_watchdog_pings_at_half_the_interval_and_stop_while_the_fsync_is_wedged(
     late = [t for t in pings(srv.notify, pid) if t > stopped_at]
     assert late == [], "pings went on while the writer was wedged"
     assert srv.proc.poll() is None  # logd itself keeps running: systemd is the one to restart it
-
-    wedge.unlink()
-    assert w.line() == b"OK 1\r\n"  # nothing lost: the MSG is acked once the fsync returns
-    srv.wait_event("watchdog_resumed")
-    wait_for(lambda: [t for t in pings(srv.notify, pid) if t > stopped_at], "pings again")
+    return stopped_at
 
 
 def test_pings_go_on_while_fsyncs_are_quick(logd_server) -> None:
