@@ -164,7 +164,7 @@ class Daemon(Process):
             verify=config.verify_on_start,
             allow_corrupt=config.allow_corrupt,
             on_progress=self._recovery_progress,
-            progress_every=faults.progress_every(PROGRESS_EVERY),
+            progress_every=faults.progress_every(),
         )
 
     def _open_replica(self) -> tuple[LogReader, Watcher]:

@@ -29,9 +29,10 @@ def _settings() -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
 
 
-def progress_every(default: float) -> float:
+def progress_every() -> float | None:
+    """The test's progress interval, or None for the log's own."""
     value = _settings().get("progress_every")
-    return float(value) if value is not None else default
+    return float(value) if value is not None else None
 
 
 def fsync_func() -> Callable[[int], None]:

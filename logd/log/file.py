@@ -113,7 +113,7 @@ class FileLog(LogReader):
         allow_corrupt: bool = False,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         program: str | None = None,
-        progress_every: float = PROGRESS_EVERY,
+        progress_every: float | None = None,  # None: PROGRESS_EVERY
     ) -> None:
         # Called with each `verifying` line's fields (every PROGRESS_EVERY s while
         # the open verifies). It may raise to abort the open: it is called only
@@ -575,9 +575,9 @@ class _Progress:
 
     def __init__(self, partitions: int, total: int,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,
-                 every: float = PROGRESS_EVERY) -> None:
+                 every: float | None = None) -> None:
         self.on_progress = on_progress
-        self.every = every
+        self.every = PROGRESS_EVERY if every is None else every
         self.partitions = partitions
         self.total = total
         self.done_parts = 0
@@ -585,7 +585,7 @@ class _Progress:
         self.trusted = 0  # bytes taken on the clean marker's word
         self.partition = 0
         self.began = time.monotonic()
-        self.next_line = self.began + every
+        self.next_line = self.began + self.every
         self.announced = False
 
     def skip(self, nbytes: int) -> None:
