@@ -143,6 +143,8 @@ def test_status_of_a_primary_a_follower_and_a_read_replica(logd_server, follower
         w.cmd("MSG", b"c")
         w.line()
         time.sleep(0.02)
+    want_primary = "primary epoch 1: head 40, synced 40, 1 follower: replica-a lag 0"
+    wait_for(lambda: want_primary in statuses(primary.notify, primary.proc.pid), want_primary)
     ready_at = primary.notify.with_line("READY=1", primary.proc.pid)[0].at
     times = [n.at for n in primary.notify.with_line("STATUS=", primary.proc.pid) if n.at >= ready_at]
     assert len(times) >= 3 and min(b - a for a, b in zip(times, times[1:])) >= 0.9, times
