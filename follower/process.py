@@ -11,6 +11,11 @@ link, a bad frame or a bad record is logged and retried from the copy's own
 tail, after capped jittered backoff (``logd/backoff.py``). A refusal it
 cannot fix by retrying stops the process: NOTRETAINED (exit 10) or DIVERGED
 (exit 11); it never truncates or replaces its copy because the primary says so.
+
+systemd: READY=1 once the first handshake succeeded, or at once when the copy
+already holds records (a read replica serves them while the primary is away);
+``STATUS=`` names the primary, the link state and the lag; ``WATCHDOG=1`` is
+withheld while an fsync has run for ``STALL_TIMEOUT`` (docs/server.rst).
 """
 
 from __future__ import annotations
@@ -25,14 +30,14 @@ import gevent
 import structlog
 from gevent import socket as gsocket
 
-from logd import backoff
+from logd import backoff, faults
 from logd.client.connection import parse_address
 from logd.config import FsyncMode
 from logd.errors import ConnectionLost, LogdError, StorageError
 from logd.log import status as status_file
 from logd.log.file import FileLog
 from logd.metrics import MetricsServer
-from logd.process import EXIT_FAILURE, Halt, Process
+from logd.process import EXIT_FAILURE, Halt, InFlight, Process
 from logd.protocol import NEED_DATA, encode_command
 from logd.protocol import replication as rp
 
@@ -44,10 +49,15 @@ __all__ = ["Follower"]
 
 log = structlog.get_logger("follower")
 
+STALL_TIMEOUT = 30.0  # seconds an fsync may run before the watchdog's pings stop
+
 
 class Follower(Process):
+    READY_AT_STARTUP = False  # READY=1 after the first handshake (or with a copy to serve)
+
     def __init__(self, config: FollowerConfig) -> None:
         super().__init__()
+        self._fsyncs = InFlight(faults.fsync_func())
         self.config = config
         self.log: FileLog | None = None
         self.greenlets: list[Any] = []
@@ -77,7 +87,7 @@ class Follower(Process):
                 self.metrics = MetricsServer(config.metrics, prefix="logd_follower")
             flog = self.log = FileLog(config.data_dir, index_interval=config.index_interval,
                                       fsync=config.fsync.mode is not FsyncMode.NEVER,
-                                      program="logd-follower",
+                                      fsync_func=self._fsyncs, program="logd-follower",
                                       on_fsync=self.metrics.fsync_seconds.observe if self.metrics else None)
         except (StorageError, OSError) as exc:
             log.error("startup_failed", error=str(exc))
@@ -86,6 +96,8 @@ class Follower(Process):
         self.synced = (active.number, active.size, flog.head())  # recovery fsynced it
         if self.metrics is not None:
             self.metrics.serve(FollowerCollector(self.metrics_snapshot))
+        if flog.head():
+            self.set_ready()
         self.greenlets.append(gevent.spawn(self._link_loop))
         self.greenlets.append(gevent.spawn(self._status_loop))
         if config.fsync.mode is FsyncMode.INTERVAL:
@@ -94,7 +106,14 @@ class Follower(Process):
                  partition=active.number, offset=active.size, fsync=str(config.fsync))
 
     def status(self) -> str:
-        return f"{self.state}: copy at id {self._position()[2]}, primary head {self.primary_head}"
+        copied = self._position()[2]
+        lag = f"lag {max(0, self.primary_head - copied)} ids" if self._connected else "lag unknown"
+        return (f"{self.state} (primary {self.config.primary}): copy at id {copied}, "
+                f"primary head {self.primary_head}, {lag}")
+
+    def stuck(self) -> str | None:
+        running = self._fsyncs.oldest()
+        return f"an fsync has been running for {running:.1f}s" if running > STALL_TIMEOUT else None
 
     def metrics_snapshot(self) -> dict[str, Any]:
         return {"state": self.state, "primary_head": self.primary_head, "written": self._position(),
@@ -125,7 +144,6 @@ class Follower(Process):
         if state != self.state:
             self.state = state
             log.info("link_state", state=state, **why)
-            self.notify.status(self.status())
             self._save_status(state)
 
     def _save_status(self, state: str, reason: str = "") -> None:
@@ -253,6 +271,7 @@ class Follower(Process):
                         flog.roll_to(begin.partition, begin.first_id)
                     self._rep, self._connected = rep, True
                     self.primary_head = event.head
+                    self.set_ready()
                     self._set_state("catching up" if event.head > head else "streaming",
                                     primary_head=event.head, partition=event.partition,
                                     offset=event.offset)
