@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 # The row maker and value parsers are the table's machinery, shared on purpose.
 from logd.config import (FsyncMode, FsyncPolicy, Setting, _choice, _duration, _fsync, _setting, _size,
-                         _Table, _text, format_size, settings_of)
+                         _Table, _text, format_size, parse_bool, settings_of)
 
 __all__ = ["FollowerConfig", "SETTINGS"]
 
@@ -33,6 +33,11 @@ class FollowerConfig(_Table):
                                    "(it sends a heartbeat every second)")
     connect_timeout: float = _setting(5.0, _duration, "bound on each connection attempt")
     max_backoff: float = _setting(5.0, _duration, "longest wait between reconnection attempts")
+    resync: bool = _setting(False, parse_bool,
+                            "when the primary refuses the copy (NOTRETAINED, DIVERGED), move it aside to "
+                            "DIR.resync-<UTC time> (never deleted) and copy afresh, instead of exiting")
+    progress_interval: float = _setting(5.0, _duration, "off a terminal, seconds between catchup_progress "
+                                        "log lines during the catch-up")
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("auto", _choice("auto", "json", "console"),
                                "auto: JSON lines off a terminal, human-readable on one")

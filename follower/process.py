@@ -11,12 +11,19 @@ link, a bad frame or a bad record is logged and retried from the copy's own
 tail, after capped jittered backoff (``logd/backoff.py``). A refusal it
 cannot fix by retrying stops the process: NOTRETAINED (exit 10) or DIVERGED
 (exit 11); it never truncates or replaces its copy because the primary says so.
+Only ``--resync`` acts on those: the copy is renamed, whole, to the sibling
+directory ``DIR.resync-<UTC time>`` (never deleted) and copied afresh.
+
+The primary's retention is applied: partitions it no longer retains (its
+hello's first partition, then ``+FIRST``) are deleted from the copy too,
+never the active one. The catch-up shows progress (progress.py).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from typing import Any
 
@@ -34,6 +41,7 @@ from logd.process import EXIT_FAILURE, Halt, Process
 from logd.protocol import NEED_DATA, encode_command
 from logd.protocol import replication as rp
 
+from . import progress
 from .config import FollowerConfig
 from .replicator import BadStream, Replicator, exit_for
 
@@ -55,6 +63,8 @@ class Follower(Process):
         self._rep: Replicator | None = None
         self._caught_up = False
         self._connected = False  # the current session got the primary's hello
+        self._copied = (0, 0)  # (bytes, ids) written this session: the progress
+        self._began = time.monotonic()  # this session's start
 
     # -- the process base's part ------------------------------------------------------
 
@@ -68,20 +78,74 @@ class Follower(Process):
         except LogdError as exc:
             raise Halt(EXIT_FAILURE, str(exc)) from None
         try:
-            flog = self.log = FileLog(config.data_dir, index_interval=config.index_interval,
-                                      fsync=config.fsync.mode is not FsyncMode.NEVER,
-                                      program="logd-follower")
+            flog = self._open()
         except StorageError as exc:
             log.error("startup_failed", error=str(exc))
             raise Halt(EXIT_FAILURE, str(exc)) from None
         active = flog.partitions()[-1]
-        self.synced = (active.number, active.size, flog.head())  # recovery fsynced it
         self.greenlets.append(gevent.spawn(self._link_loop))
+        self.greenlets.append(gevent.spawn(self._progress_loop))
         self.greenlets.append(gevent.spawn(self._status_loop))
         if config.fsync.mode is FsyncMode.INTERVAL:
             self.greenlets.append(gevent.spawn(self._sync_loop, config.fsync.interval_ms / 1000))
         log.info("follower_started", data_dir=flog.directory, head=flog.head(),
                  partition=active.number, offset=active.size, fsync=str(config.fsync))
+
+    def _open(self) -> FileLog:
+        config = self.config
+        flog = self.log = FileLog(config.data_dir, index_interval=config.index_interval,
+                                  fsync=config.fsync.mode is not FsyncMode.NEVER,
+                                  program="logd-follower")
+        active = flog.partitions()[-1]
+        self.synced = (active.number, active.size, flog.head())  # recovery fsynced it
+        return flog
+
+    def _resync(self, why: LogdError) -> None:
+        """--resync: rename the whole copy aside (never deleted) and start an empty one."""
+        flog = self.log
+        assert flog is not None
+        directory = flog.directory.rstrip("/")
+        flog.close()
+        self.log = None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside, n = f"{directory}.resync-{stamp}", 1
+        while os.path.exists(aside):
+            n += 1
+            aside = f"{directory}.resync-{stamp}-{n}"
+        os.rename(directory, aside)
+        self._open()
+        self._caught_up = False
+        log.warning("copy_moved_aside", code=why.code, reason=str(why), moved_to=aside,
+                    data_dir=directory)
+
+    def _retain(self, first_partition: int) -> None:
+        """Delete what the primary no longer retains (never the active partition)."""
+        assert self.log is not None
+        deleted = self.log.retain(before=first_partition)
+        if deleted:
+            log.info("retention_applied", deleted=deleted, first_partition=first_partition)
+
+    def _progress_loop(self) -> None:
+        """The catch-up's progress: one redrawn line on a terminal, else log lines."""
+        tty = sys.stderr.isatty()
+        every = 0.5 if tty else self.config.progress_interval
+        drawn = False
+        while True:
+            gevent.sleep(every)
+            if self.state != "catching up":
+                if drawn:
+                    sys.stderr.write("\n")
+                    drawn = False
+                continue
+            copied_bytes, copied_ids = self._copied
+            f = progress.fields(copied_bytes, copied_ids, time.monotonic() - self._began,
+                                self._position()[2], self.primary_head)
+            if tty:
+                sys.stderr.write("\r" + progress.line(f) + "\x1b[K")
+                sys.stderr.flush()
+                drawn = True
+            else:
+                log.info("catchup_progress", **f)
 
     def status(self) -> str:
         return f"{self.state}: copy at id {self._position()[2]}, primary head {self.primary_head}"
@@ -140,6 +204,9 @@ class Follower(Process):
                 continue
             except LogdError as exc:
                 code = exit_for(exc)
+                if code is not None and self.config.resync and self._position()[2]:
+                    self._resync(exc)
+                    continue
                 if code is not None:
                     log.error("replication_refused", code=exc.code, reason=str(exc), exit_status=code,
                               data="kept, untouched")
@@ -179,6 +246,7 @@ class Follower(Process):
         flog, config = self.log, self.config
         assert flog is not None
         self._connected = False
+        self._copied, self._began = (0, 0), time.monotonic()
         family, addr = parse_address(config.primary)
         sock = self._sock = gsocket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(config.connect_timeout)
@@ -215,9 +283,13 @@ class Follower(Process):
                     if write is not None:
                         flog.append_records(write.first_id, write.data, write.sizes)
                         wrote = True
+                        self._copied = (self._copied[0] + len(write.data),
+                                        self._copied[1] + len(write.sizes))
                 elif isinstance(event, rp.Next):
                     roll = rep.on_next(event)
                     flog.roll_to(roll.partition, roll.first_id)
+                elif isinstance(event, rp.First):
+                    self._retain(event.partition)
                 elif isinstance(event, rp.HeadFrame):
                     self.primary_head = max(self.primary_head, event.id)
                     if event.id <= rep.last_id:
@@ -231,6 +303,7 @@ class Follower(Process):
                         flog.adopt_history(event.history)
                     if begin is not None:
                         flog.roll_to(begin.partition, begin.first_id)
+                    self._retain(event.first_partition)
                     self._rep, self._connected = rep, True
                     self.primary_head = event.head
                     self._set_state("catching up" if event.head > head else "streaming",

@@ -18,6 +18,7 @@ the ``--max-clients`` slot are released at once.
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import os
 import socket
@@ -37,6 +38,7 @@ from .admin import AdminPolicy
 from .config import ServerConfig
 from .errors import ClientError, InvalidArgument, ProtocolError, StorageError, TooManyClients
 from .events import CloseAfter, EventQueue, Peer, Stream
+from .events import lag
 from .events.handlers import FollowerState, Replication
 from .replicate import stream_replication
 from .stream import SendTimeout, send_all, stream_records
@@ -560,7 +562,9 @@ class _Connection:
     def _replicate(self, rep: Replication) -> None:
         followers = self.queue.handlers.followers
         hello = rep.follower
-        self.follower = followers[self.id] = FollowerState(self.peer.addr, hello.name if hello else "")
+        self.follower = followers[self.id] = FollowerState(
+            self.peer.addr, hello.name if hello else "",
+            lag=functools.partial(lag.measure, self.queue.log, self.queue.commits))
         if hello is not None:
             # What it says it has; its ACKs say more.
             self.follower.written = (rep.partition, rep.offset, rep.next_id - 1)

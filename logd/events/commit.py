@@ -14,8 +14,12 @@ acknowledgements for synchronous replication; neither exists yet.
 
 from __future__ import annotations
 
+import time
+
 import gevent
 from gevent.event import Event
+
+from .lag import CommitTimes
 
 __all__ = ["Commits"]
 
@@ -26,11 +30,13 @@ class Commits:
         self.position = position
         self.stopped = Event()
         self._event = Event()  # replaced at each publish: set means "something new"
+        self.times = CommitTimes()  # when ids were committed: followers' lag in seconds
 
     def publish(self, committed: int, position: tuple[int, int]) -> None:
         """Ids up to ``committed`` (ending at ``position``) are committed; wake waiters."""
         self.committed = committed
         self.position = position
+        self.times.record(committed, time.monotonic())
         event, self._event = self._event, Event()
         event.set()
 

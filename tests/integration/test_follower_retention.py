@@ -1,0 +1,67 @@
+"""The follower and the primary's retention, with real processes: the copy
+drops what the primary drops; a copy the primary no longer retains is refused
+(exit 10, untouched) and only --resync moves it aside and copies afresh."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .test_connections import stats, wait_for
+from .test_replication import SMALL, copies_equal, digests, write_many
+
+pytestmark = pytest.mark.integration
+
+RETAIN = (*SMALL, "--retain-bytes", "16k")
+
+
+def all_digests(directory: Path) -> dict[str, str]:
+    """Every file's sha256 (partitions, indexes, meta), to show nothing changed."""
+    import hashlib
+
+    return {n: hashlib.sha256((directory / n).read_bytes()).hexdigest()
+            for n in sorted(os.listdir(directory)) if n.endswith((".log", ".idx")) or n == "meta"}
+
+
+def test_the_copy_applies_the_primarys_retention(logd_server, follower):
+    srv = logd_server(*RETAIN)
+    write_many(srv, 300)
+    f = follower(srv.addr, "--fsync", "never")
+    wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=30, what="catch-up")
+    first = min(digests(srv.data_dir))
+    write_many(srv, 1500, 300, 5)  # many rolls: retention deletes on the primary ...
+    wait_for(lambda: min(digests(srv.data_dir)) != first, timeout=30, what="retention on the primary")
+    # ... and the copy ends with exactly the primary's files: the old ones deleted there too.
+    wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=30, what="retention on the copy")
+    assert first not in digests(f.data_dir)
+    assert f.events("retention_applied")
+    assert f.proc.poll() is None and f.stop() == 0
+
+
+def test_retention_overtaking_a_stopped_follower_then_resync(logd_server, follower, tmp_path):
+    srv = logd_server(*RETAIN)
+    write_many(srv, 200)
+    f = follower(srv.addr, "--fsync", "never")
+    wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=30, what="catch-up")
+    assert f.stop() == 0
+    own = all_digests(f.data_dir)
+    active = max(digests(f.data_dir))
+    write_many(srv, 2000, 200, 10)
+    wait_for(lambda: active not in digests(srv.data_dir), timeout=30, what="the copy's partition deleted")
+    # Without --resync: the explicit refusal, exit 10, every file untouched.
+    again = follower(srv.addr, "--fsync", "never", data_dir=f.data_dir)
+    assert again.wait_exit(30) == 10
+    refused = again.events("replication_refused")[-1]
+    assert refused["code"] == "NOTRETAINED" and "no longer retained" in refused["reason"]
+    assert all_digests(f.data_dir) == own
+    # With --resync: the old copy is moved aside whole, and a fresh copy made.
+    fresh = follower(srv.addr, "--fsync", "never", "--resync", data_dir=f.data_dir)
+    wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=30, what="fresh copy")
+    (moved,) = fresh.events("copy_moved_aside")
+    aside = Path(moved["moved_to"])
+    assert aside.parent == f.data_dir.parent and aside.name.startswith(f.data_dir.name + ".resync-")
+    assert {k: v for k, v in all_digests(aside).items()} == own
+    assert stats(srv)["replication_full_copies"] == 2
+    assert fresh.proc.poll() is None and fresh.stop() == 0
