@@ -31,6 +31,7 @@ class Commits:
         self.stopped = Event()
         self._event = Event()  # replaced at each publish: set means "something new"
         self.times = CommitTimes()  # when ids were committed: followers' lag in seconds
+        self.times.record(committed, time.monotonic())  # older ids: at least since we started
 
     def publish(self, committed: int, position: tuple[int, int]) -> None:
         """Ids up to ``committed`` (ending at ``position``) are committed; wake waiters."""

@@ -204,8 +204,9 @@ def test_follower_killed_mid_stream_resumes_without_a_full_copy(logd_server, fol
     writer = threading.Thread(target=keep_writing)
     writer.start()
     try:
-        for kill in range(4):
-            # The newest connection (this process's) has written something.
+        for kill in range(5):
+            # The newest connection (this process's) has written something: kill -9
+            # mid-stream, under continuous writes, five times.
             wait_for(lambda: writing(kill + 1), timeout=30, what="follower writing")
             f.stop(signal.SIGKILL)
             f = follower(srv.addr, "--fsync", "never", data_dir=f.data_dir)
@@ -215,7 +216,7 @@ def test_follower_killed_mid_stream_resumes_without_a_full_copy(logd_server, fol
     wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=60, what="equal after kills")
     s = stats(srv)
     assert s["replication_full_copies"] == 1
-    assert s["replication_partial_resumes"] == 4
+    assert s["replication_partial_resumes"] == 5
     assert f.stop() == 0
 
 

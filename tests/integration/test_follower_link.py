@@ -1,0 +1,54 @@
+"""The link between primary and follower dropped repeatedly under load, by a
+TCP proxy cut from the test (real sockets): the follower reconnects and
+resumes from its own tail every time, and ends sha256-equal, with one copy."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from .proxy import Proxy
+from .test_connections import stats, wait_for
+from .test_replication import SMALL, copies_equal, follower_lines, write_many, written_id
+
+pytestmark = pytest.mark.integration
+
+
+def test_link_dropped_five_times_under_load_ends_equal(logd_server, follower):
+    srv = logd_server(*SMALL)
+    write_many(srv, 500)
+    proxy = Proxy((srv.host, srv.port))
+    f = follower(proxy.addr, "--fsync", "never", "--max-backoff", "0.3")
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        n = 500
+        while not stop.is_set() and n < 20000:
+            write_many(srv, 50, n, 5)
+            n += 50
+
+    def streaming(connections: int) -> bool:
+        st = stats(srv)
+        lines = follower_lines(st)
+        return (st["replication_full_copies"] + st["replication_partial_resumes"] == connections
+                and len(lines) == 1 and written_id(lines[0]) > 0)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        for cut in range(5):
+            wait_for(lambda: streaming(cut + 1), timeout=30, what=f"stream {cut + 1} writing")
+            assert proxy.cut() == 1
+    finally:
+        stop.set()
+        writer.join(60)
+    try:
+        wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=60, what="equal after cuts")
+        s = stats(srv)
+        assert (s["replication_full_copies"], s["replication_partial_resumes"]) == (1, 5)
+        assert proxy.accepted == 6
+        assert len(f.events("link_lost")) == 5 and f.proc.poll() is None
+    finally:
+        proxy.close()
+    assert f.stop() == 0
