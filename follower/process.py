@@ -65,6 +65,7 @@ class Follower(Process):
         self._connected = False  # the current session got the primary's hello
         self._copied = (0, 0)  # (bytes, ids) written this session: the progress
         self._began = time.monotonic()  # this session's start
+        self._tty = sys.stderr.isatty()
 
     # -- the process base's part ------------------------------------------------------
 
@@ -127,25 +128,22 @@ class Follower(Process):
 
     def _progress_loop(self) -> None:
         """The catch-up's progress: one redrawn line on a terminal, else log lines."""
-        tty = sys.stderr.isatty()
-        every = 0.5 if tty else self.config.progress_interval
-        drawn = False
+        every = 0.5 if self._tty else self.config.progress_interval
         while True:
             gevent.sleep(every)
-            if self.state != "catching up":
-                if drawn:
-                    sys.stderr.write("\n")
-                    drawn = False
-                continue
-            copied_bytes, copied_ids = self._copied
-            f = progress.fields(copied_bytes, copied_ids, time.monotonic() - self._began,
-                                self._position()[2], self.primary_head)
-            if tty:
-                sys.stderr.write("\r" + progress.line(f) + "\x1b[K")
-                sys.stderr.flush()
-                drawn = True
-            else:
-                log.info("catchup_progress", **f)
+            if self.state == "catching up":
+                self._progress()
+
+    def _progress(self, final: bool = False) -> None:
+        """One progress report; ``final``: the catch-up just ended (its totals)."""
+        copied_bytes, copied_ids = self._copied
+        f = progress.fields(copied_bytes, copied_ids, time.monotonic() - self._began,
+                            self._position()[2], self.primary_head)
+        if self._tty:
+            sys.stderr.write("\r" + progress.line(f) + ("\x1b[K\n" if final else "\x1b[K"))
+            sys.stderr.flush()
+        else:
+            log.info("catchup_progress", done=final, **f)
 
     def status(self) -> str:
         return f"{self.state}: copy at id {self._position()[2]}, primary head {self.primary_head}"
@@ -170,6 +168,11 @@ class Follower(Process):
 
     def _set_state(self, state: str, **why: Any) -> None:
         if state != self.state:
+            if self.state == "catching up" and state == "streaming":
+                self._progress(final=True)
+                if not self._caught_up:
+                    self._caught_up = True
+                    log.info("follower_caught_up", head=self.primary_head)
             self.state = state
             log.info("link_state", state=state, **why)
             self.notify.status(self.status())
@@ -294,9 +297,6 @@ class Follower(Process):
                     self.primary_head = max(self.primary_head, event.id)
                     if event.id <= rep.last_id:
                         self._set_state("streaming", head=event.id)
-                        if not self._caught_up:
-                            self._caught_up = True
-                            log.info("follower_caught_up", head=event.id)
                 elif isinstance(event, rp.PrimaryHello):
                     begin = rep.on_hello(event)
                     if history is None and event.history:
@@ -311,6 +311,8 @@ class Follower(Process):
                                     offset=event.offset)
                 elif isinstance(event, rp.End):
                     return
+            if wrote and self.state == "catching up" and rep.last_id >= self.primary_head:
+                self._set_state("streaming", head=self.primary_head)
             if wrote:
                 if always:
                     self._sync()
