@@ -10,7 +10,8 @@ import pytest
 
 from .proxy import Proxy
 from .test_connections import stats, wait_for
-from .test_replication import SMALL, copies_equal, follower_lines, write_many, written_id
+from .test_replication import (SMALL, copies_equal, follower_lines, keep_writing, newest_stream_writing,
+                               write_many)
 
 pytestmark = pytest.mark.integration
 
@@ -21,24 +22,11 @@ def test_link_dropped_five_times_under_load_ends_equal(logd_server, follower):
     proxy = Proxy((srv.host, srv.port))
     f = follower(proxy.addr, "--fsync", "never", "--max-backoff", "0.3")
     stop = threading.Event()
-
-    def keep_writing() -> None:
-        n = 500
-        while not stop.is_set() and n < 20000:
-            write_many(srv, 50, n, 5)
-            n += 50
-
-    def streaming(connections: int) -> bool:
-        st = stats(srv)
-        lines = follower_lines(st)
-        return (st["replication_full_copies"] + st["replication_partial_resumes"] == connections
-                and len(lines) == 1 and written_id(lines[0]) > 0)
-
-    writer = threading.Thread(target=keep_writing)
+    writer = threading.Thread(target=keep_writing, args=(srv, stop, 500))
     writer.start()
     try:
         for cut in range(5):
-            wait_for(lambda: streaming(cut + 1), timeout=30, what=f"stream {cut + 1} writing")
+            wait_for(lambda: newest_stream_writing(srv, cut + 1) and len(follower_lines(stats(srv))) == 1, timeout=30, what=f"stream {cut + 1} writing")
             assert proxy.cut() == 1
     finally:
         stop.set()
