@@ -36,6 +36,7 @@ def test_link_dropped_five_times_under_load_ends_equal(logd_server, follower):
         s = stats(srv)
         assert (s["replication_full_copies"], s["replication_partial_resumes"]) == (1, 5)
         assert proxy.accepted == 6
+        wait_for(lambda: len(f.events("link_lost")) >= 5, timeout=10, what="5 link_lost lines")
         assert len(f.events("link_lost")) == 5 and f.proc.poll() is None
     finally:
         proxy.close()
