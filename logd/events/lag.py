@@ -10,11 +10,12 @@ the oldest entry's age, a lower bound.
 Lag in seconds is Kafka's "time since caught up": the age of the oldest
 committed message the follower lacks (0 when it lacks none). Lag in bytes
 runs from the follower's written ``(partition, offset)`` to the committed
-end, across partitions. Pure code: the caller passes the clock and sizes.
+end, across partitions. Pure code (``measure`` reads a log and its commits).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any, Iterable
 
@@ -80,8 +81,6 @@ def lag_bytes(partitions: Iterable[tuple[int, int]], written: tuple[int, int],
 def measure(log_: Any, commits: Any, written: tuple[int, int, int]) -> tuple[int, float]:
     """(bytes, seconds) a follower at ``written`` (partition, offset, id) lacks of
     ``log_``'s committed ids (``commits``: events/commit.py)."""
-    import time
-
     parts = [(part.number, part.size) for part in log_.partitions()]
     return (lag_bytes(parts, written[:2], tuple(commits.position)),
             commits.times.lag_seconds(written[2], commits.committed, time.monotonic()))
