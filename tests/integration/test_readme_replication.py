@@ -72,9 +72,15 @@ def test_the_replication_commands_work_as_written(tmp_path: Path) -> None:
             if is_background:
                 background.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                                    stderr=subprocess.DEVNULL))
+                proc = background[-1]
                 if words[1] == "serve":
                     port = int(words[words.index("--port") + 1])
-                    wait_for(lambda: listening(port), timeout=20, what=f"{line} listening")
+                    wait_for(lambda: listening(port) or proc.poll() is not None, timeout=20,
+                             what=f"{line} listening")
+                    assert proc.poll() is None, f"{line} exited {proc.returncode}"
+                else:  # as a person would, start the replica once the copy is there
+                    meta = Path(words[words.index("--data-dir") + 1]) / "meta"
+                    wait_for(meta.exists, timeout=20, what="the follower's copy")
                 continue
             # What the follower copies shows a moment later: on the replica, in the table.
             # (read and stats are safe to repeat; the write runs once)
