@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 # The row maker and value parsers are the table's machinery, shared on purpose.
 from logd.config import (FsyncMode, FsyncPolicy, Setting, _choice, _duration, _fsync, _setting, _size,
-                         _Table, _text, format_size, parse_host_port, settings_of)
+                         _Table, _text, format_size, parse_bool, parse_host_port, settings_of)
 
 __all__ = ["FollowerConfig", "SETTINGS"]
 
@@ -36,6 +36,11 @@ class FollowerConfig(_Table):
     metrics: tuple[str, int] | None = _setting(
         None, parse_host_port, "serve Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.rst)",
         shown="off")
+    resync: bool = _setting(False, parse_bool,
+                            "when the primary refuses the copy (NOTRETAINED, DIVERGED), move it aside to "
+                            "DIR.resync-<UTC time> (never deleted) and copy afresh, instead of exiting")
+    progress_interval: float = _setting(5.0, _duration, "off a terminal, seconds between catchup_progress "
+                                        "log lines during the catch-up")
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("auto", _choice("auto", "json", "console"),
                                "auto: JSON lines off a terminal, human-readable on one")

@@ -11,6 +11,12 @@ link, a bad frame or a bad record is logged and retried from the copy's own
 tail, after capped jittered backoff (``logd/backoff.py``). A refusal it
 cannot fix by retrying stops the process: NOTRETAINED (exit 10) or DIVERGED
 (exit 11); it never truncates or replaces its copy because the primary says so.
+Only ``--resync`` acts on those: the copy is renamed, whole, to the sibling
+directory ``DIR.resync-<UTC time>`` (never deleted) and copied afresh.
+
+The primary's retention is applied: partitions it no longer retains (its
+hello's first partition, then ``+FIRST``) are deleted from the copy too,
+never the active one. The catch-up shows progress (progress.py).
 
 systemd: READY=1 once the first handshake succeeded, or at once when the copy
 already holds records (a read replica serves them while the primary is away);
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -41,6 +48,7 @@ from logd.process import EXIT_FAILURE, Halt, InFlight, Process
 from logd.protocol import NEED_DATA, encode_command
 from logd.protocol import replication as rp
 
+from . import progress
 from .config import FollowerConfig
 from .metrics import COPIED_BYTES, COPIED_IDS, RECONNECTS, FollowerCollector
 from .replicator import BadStream, Replicator, exit_for
@@ -70,6 +78,9 @@ class Follower(Process):
         self._connected = False  # the current session got the primary's hello
         self.counters: Counter[str] = Counter()  # COPIED_BYTES, COPIED_IDS, RECONNECTS (metrics.py)
         self.metrics: MetricsServer | None = None
+        self._copied = (0, 0)  # (bytes, ids) written this session: the progress
+        self._began = time.monotonic()  # this session's start
+        self._tty = sys.stderr.isatty()
 
     # -- the process base's part ------------------------------------------------------
 
@@ -85,25 +96,76 @@ class Follower(Process):
         try:
             if config.metrics is not None:
                 self.metrics = MetricsServer(config.metrics, prefix="logd_follower")
-            flog = self.log = FileLog(config.data_dir, index_interval=config.index_interval,
-                                      fsync=config.fsync.mode is not FsyncMode.NEVER,
-                                      fsync_func=self._fsyncs, program="logd-follower",
-                                      on_fsync=self.metrics.fsync_seconds.observe if self.metrics else None)
+            flog = self._open()
         except (StorageError, OSError) as exc:
             log.error("startup_failed", error=str(exc))
             raise Halt(EXIT_FAILURE, str(exc)) from None
         active = flog.partitions()[-1]
-        self.synced = (active.number, active.size, flog.head())  # recovery fsynced it
         if self.metrics is not None:
             self.metrics.serve(FollowerCollector(self.metrics_snapshot))
         if flog.head():
             self.set_ready()
         self.greenlets.append(gevent.spawn(self._link_loop))
+        self.greenlets.append(gevent.spawn(self._progress_loop))
         self.greenlets.append(gevent.spawn(self._status_loop))
         if config.fsync.mode is FsyncMode.INTERVAL:
             self.greenlets.append(gevent.spawn(self._sync_loop, config.fsync.interval_ms / 1000))
         log.info("follower_started", data_dir=flog.directory, head=flog.head(),
                  partition=active.number, offset=active.size, fsync=str(config.fsync))
+
+    def _open(self) -> FileLog:
+        config = self.config
+        flog = self.log = FileLog(config.data_dir, index_interval=config.index_interval,
+                                  fsync=config.fsync.mode is not FsyncMode.NEVER,
+                                  fsync_func=self._fsyncs, program="logd-follower",
+                                  on_fsync=self.metrics.fsync_seconds.observe if self.metrics else None)
+        active = flog.partitions()[-1]
+        self.synced = (active.number, active.size, flog.head())  # recovery fsynced it
+        return flog
+
+    def _resync(self, why: LogdError) -> None:
+        """--resync: rename the whole copy aside (never deleted) and start an empty one."""
+        flog = self.log
+        assert flog is not None
+        directory = flog.directory.rstrip("/")
+        flog.close()
+        self.log = None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside, n = f"{directory}.resync-{stamp}", 1
+        while os.path.exists(aside):
+            n += 1
+            aside = f"{directory}.resync-{stamp}-{n}"
+        os.rename(directory, aside)
+        self._open()
+        self._caught_up = False
+        log.warning("copy_moved_aside", code=why.code, reason=str(why), moved_to=aside,
+                    data_dir=directory)
+
+    def _retain(self, first_partition: int) -> None:
+        """Delete what the primary no longer retains (never the active partition)."""
+        assert self.log is not None
+        deleted = self.log.retain(before=first_partition)
+        if deleted:
+            log.info("retention_applied", deleted=deleted, first_partition=first_partition)
+
+    def _progress_loop(self) -> None:
+        """The catch-up's progress: one redrawn line on a terminal, else log lines."""
+        every = 0.5 if self._tty else self.config.progress_interval
+        while True:
+            gevent.sleep(every)
+            if self.state == "catching up":
+                self._progress()
+
+    def _progress(self, final: bool = False) -> None:
+        """One progress report; ``final``: the catch-up just ended (its totals)."""
+        copied_bytes, copied_ids = self._copied
+        f = progress.fields(copied_bytes, copied_ids, time.monotonic() - self._began,
+                            self._position()[2], self.primary_head)
+        if self._tty:
+            sys.stderr.write("\r" + progress.line(f) + ("\x1b[K\n" if final else "\x1b[K"))
+            sys.stderr.flush()
+        else:
+            log.info("catchup_progress", done=final, **f)
 
     def status(self) -> str:
         copied = self._position()[2]
@@ -142,6 +204,11 @@ class Follower(Process):
 
     def _set_state(self, state: str, **why: Any) -> None:
         if state != self.state:
+            if self.state == "catching up" and state == "streaming":
+                self._progress(final=True)
+                if not self._caught_up:
+                    self._caught_up = True
+                    log.info("follower_caught_up", head=self.primary_head)
             self.state = state
             log.info("link_state", state=state, **why)
             self._save_status(state)
@@ -175,6 +242,9 @@ class Follower(Process):
                 continue
             except LogdError as exc:
                 code = exit_for(exc)
+                if code is not None and self.config.resync and self._position()[2]:
+                    self._resync(exc)
+                    continue
                 if code is not None:
                     log.error("replication_refused", code=exc.code, reason=str(exc), exit_status=code,
                               data="kept, untouched")
@@ -215,6 +285,7 @@ class Follower(Process):
         flog, config = self.log, self.config
         assert flog is not None
         self._connected = False
+        self._copied, self._began = (0, 0), time.monotonic()
         family, addr = parse_address(config.primary)
         sock = self._sock = gsocket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(config.connect_timeout)
@@ -253,22 +324,24 @@ class Follower(Process):
                         self.counters[COPIED_BYTES] += len(write.data)
                         self.counters[COPIED_IDS] += len(write.sizes)
                         wrote = True
+                        self._copied = (self._copied[0] + len(write.data),
+                                        self._copied[1] + len(write.sizes))
                 elif isinstance(event, rp.Next):
                     roll = rep.on_next(event)
                     flog.roll_to(roll.partition, roll.first_id)
+                elif isinstance(event, rp.First):
+                    self._retain(event.partition)
                 elif isinstance(event, rp.HeadFrame):
                     self.primary_head = max(self.primary_head, event.id)
                     if event.id <= rep.last_id:
                         self._set_state("streaming", head=event.id)
-                        if not self._caught_up:
-                            self._caught_up = True
-                            log.info("follower_caught_up", head=event.id)
                 elif isinstance(event, rp.PrimaryHello):
                     begin = rep.on_hello(event)
                     if history is None and event.history:
                         flog.adopt_history(event.history)
                     if begin is not None:
                         flog.roll_to(begin.partition, begin.first_id)
+                    self._retain(event.first_partition)
                     self._rep, self._connected = rep, True
                     self.primary_head = event.head
                     self.set_ready()
@@ -279,6 +352,8 @@ class Follower(Process):
                     sock.sendall(rp.encode_ack(rep.position, self.synced))
                 elif isinstance(event, rp.End):
                     return
+            if wrote and self.state == "catching up" and rep.last_id >= self.primary_head:
+                self._set_state("streaming", head=self.primary_head)
             if wrote:
                 if always:
                     self._sync()

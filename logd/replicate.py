@@ -8,7 +8,9 @@ them. A range never straddles partitions and always ends where a committed
 MSG ends, so the follower can verify each frame whole and write it where the
 frame says. When the cursor moves into the next partition, ``+NEXT`` says so
 first; while nothing is committed, ``+HEAD`` goes out every ``heartbeat``
-seconds. The frames are in ``protocol/replication.py``.
+seconds. When retention has moved the first retained partition since the
+follower last heard (at a ``+NEXT`` and before each ``+HEAD``), ``+FIRST``
+says so: the follower deletes what the primary no longer keeps. The frames are in ``protocol/replication.py``.
 
 The backlog is the log on disk: nothing is buffered per follower. A follower
 that takes nothing for ``timeout`` seconds raises ``SendTimeout`` (dropped
@@ -70,8 +72,17 @@ def stream_replication(
     except LogdError as exc:  # retention deleted it since the handler looked
         send_all(sock, p.encode_error(exc), timeout)
         return
+    first = log_.partitions()[0]
+    retained = first.number  # the hello said so; +FIRST when retention moves it
     send_all(sock, rep.hello, timeout)
     current = cursor.partition
+
+    def send_first() -> None:
+        nonlocal retained
+        first = log_.partitions()[0]
+        if first.number != retained:
+            send_all(sock, rp.encode_first(first.number, first.first_id), timeout)
+            retained = first.number
 
     def send_range(fd: int, offset: int, count: int) -> None:
         nonlocal current
@@ -80,10 +91,12 @@ def stream_replication(
         if here != current:
             send_all(sock, rp.encode_next(*here), timeout)
             current = here
+            send_first()  # retention runs at rolls
         send_all(sock, rp.encode_data(here[0], offset, count), timeout)
         send_file(sock, fd, offset, count, timeout)
 
     def heartbeat_frame(committed: int) -> None:
+        send_first()
         send_all(sock, rp.encode_head(committed, *commits.position), timeout)
 
     send_committed(sock, cursor, commits, lambda: _end_before(log_, rep.end), send_range, gone,

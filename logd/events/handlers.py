@@ -79,11 +79,15 @@ class FollowerState:
     last_report: float = 0.0
     fsync: str = ""  # its --fsync policy, from its hello ("": not said)
     counted: bool = False  # a follower (it sent a hello), not an anonymous reader: --min-acks counts it
+    # (bytes, seconds) behind, from the written position (server.py: events/lag.py)
+    lag: Callable[[tuple[int, int, int]], tuple[int, float]] | None = None
 
     def describe(self, head: int, now: float) -> str:
         ago = f"{now - self.last_report:.1f}s" if self.last_report else "never"
+        lag_bytes, lag_seconds = self.lag(self.written) if self.lag is not None else (0, 0.0)
         return (f"addr={self.addr} name={self.name or '-'} written={'%d:%d:%d' % self.written} "
                 f"synced={'%d:%d:%d' % self.synced} lag_ids={max(0, head - self.written[2])} "
+                f"lag_bytes={lag_bytes} lag_seconds={lag_seconds:.3f} "
                 f"connected_since={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.since))} "
                 f"last_report={ago}")
 

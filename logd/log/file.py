@@ -502,8 +502,10 @@ class FileLog(LogReader):
 
     # -- retention --------------------------------------------------------------------
 
-    def retain(self, max_bytes: int = 0, max_age: float = 0.0, now: float | None = None) -> list[int]:
-        """Delete whole sealed partitions, oldest first, past either limit.
+    def retain(self, max_bytes: int = 0, max_age: float = 0.0, now: float | None = None,
+               before: int = 0) -> list[int]:
+        """Delete whole sealed partitions, oldest first, past either limit (or
+        numbered below ``before``: a follower applying its primary's retention).
 
         Never the active partition. Readers with a deleted partition open keep
         reading it (an open fd outlives the unlink). Returns the numbers deleted.
@@ -519,7 +521,8 @@ class FileLog(LogReader):
             except FileNotFoundError:
                 age = float("inf")
             too_old = max_age and age > max_age
-            if not (too_big or too_old):
+            too_low = oldest.number < before
+            if not (too_big or too_old or too_low):
                 break
             self._partitions.pop(0)
             self._firsts.pop(0)
@@ -536,7 +539,7 @@ class FileLog(LogReader):
             deleted.append(oldest.number)
             log.info("partition_deleted", partition=oldest.number, first_id=oldest.first_id,
                      last_id=oldest.last_id, bytes=oldest.size,
-                     reason="size" if too_big else "age")
+                     reason="primary" if too_low else "size" if too_big else "age")
         if deleted:
             self._fsync_dir()
         return deleted

@@ -9,6 +9,7 @@ form: the primary's hello) followed by frames::
     +DATA <partition> <offset> <count>\\r\\n<count raw bytes of the partition file>
     +NEXT <partition> <first id>\\r\\n      the partition before is sealed; this one begins
     +HEAD <committed id> <partition> <offset>\\r\\n   heartbeat while idle
+    +FIRST <partition> <first id>\\r\\n     retention moved: the first retained partition
     +EOF\\r\\n                              ``end`` reached
     ERR ... / ERR_CLIENT ...\\r\\n           the stream ends (shutdown, retention)
 
@@ -36,8 +37,8 @@ from ..log.meta import parse_epochs
 from .commands import CRLF, MAX_INT_DIGITS, NEED_DATA, NeedData
 
 __all__ = [
-    "PrimaryHello", "FollowerHello", "Data", "Next", "HeadFrame", "End", "Event", "FrameParser",
-    "encode_data", "encode_next", "encode_head", "encode_hello_reply", "encode_follower_hello",
+    "PrimaryHello", "FollowerHello", "Data", "Next", "HeadFrame", "First", "End", "Event", "FrameParser",
+    "encode_data", "encode_next", "encode_head", "encode_first", "encode_hello_reply", "encode_follower_hello",
     "decode_follower_hello", "encode_ack", "MAX_FRAME_LINE",
 ]
 
@@ -94,11 +95,19 @@ class HeadFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class First:
+    """The primary's retention moved: partitions before ``partition`` are gone."""
+
+    partition: int
+    first_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class End:
     pass
 
 
-Event = Union[PrimaryHello, Data, Next, HeadFrame, End]
+Event = Union[PrimaryHello, Data, Next, HeadFrame, First, End]
 
 # -- encoders ----------------------------------------------------------------------
 
@@ -121,6 +130,10 @@ def _with_epochs(doc: dict[str, Any], epochs: tuple[tuple[int, int], ...]) -> di
     if epochs:
         doc["epochs"] = [list(e) for e in epochs]
     return doc
+
+
+def encode_first(partition: int, first_id: int) -> bytes:
+    return b"+FIRST %d %d\r\n" % (partition, first_id)
 
 
 def encode_hello_reply(hello: PrimaryHello) -> bytes:
@@ -288,6 +301,8 @@ class FrameParser:
             return Next(*_numbers(line, 2))
         if word == b"+HEAD":
             return HeadFrame(*_numbers(line, 3))
+        if word == b"+FIRST":
+            return First(*_numbers(line, 2))
         if line == b"+EOF":
             return End()
         raise ProtocolError(f"unknown replication frame {line[:80]!r}")
