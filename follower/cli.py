@@ -2,7 +2,9 @@
 
 Exit codes (README.rst, "Replication"):
 
-  0   stopped by SIGTERM or SIGINT
+  0   stopped by SIGTERM or SIGINT, or handed over: the primary refused and
+      named this copy's server (--advertise) as the new primary; the copy
+      holds the primary's final id, fsynced, and the writer lock is free
   1   could not start (e.g. the directory is locked by another writer, named), or an fsync failed
   2   bad flags or config file
   10  NOTRETAINED: the copy's position is no longer retained on the primary;
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     for s in SETTINGS:
         if s.switch:  # as logd serve's: given means true
             parser.add_argument(f"--{s.flag}", action="store_true", default=None, help=s.help)
+        elif s.name == "primary":  # repeatable: every address, in order
+            parser.add_argument(f"--{s.flag}", action="append", default=None, help=f"{s.help} [{s.default}]")
         else:
             parser.add_argument(f"--{s.flag}", default=None, help=f"{s.help} [default: {s.default}]")
     return parser

@@ -40,7 +40,7 @@ from gevent import socket as gsocket
 from logd import backoff, faults
 from logd.client.connection import parse_address
 from logd.config import FsyncMode
-from logd.errors import ConnectionLost, LogdError, StorageError
+from logd.errors import ConnectionLost, LogdError, Refused, StorageError
 from logd.log import status as status_file
 from logd.log.file import FileLog
 from logd.metrics import MetricsServer
@@ -51,7 +51,7 @@ from logd.protocol import replication as rp
 from . import progress
 from .config import FollowerConfig
 from .metrics import COPIED_BYTES, COPIED_IDS, RECONNECTS, FollowerCollector
-from .replicator import BadStream, Replicator, exit_for
+from .replicator import BadStream, Replicator, exit_for, same_address
 
 __all__ = ["Follower"]
 
@@ -76,6 +76,9 @@ class Follower(Process):
         self._rep: Replicator | None = None
         self._caught_up = False
         self._connected = False  # the current session got the primary's hello
+        self.primary = config.primary[0] if config.primary else ""  # the one followed now
+        self._successor = ""  # a primary named by a refusing one: tried first
+        self.refusing_primary = ""  # "primary refusing, no successor named" while so
         self.counters: Counter[str] = Counter()  # COPIED_BYTES, COPIED_IDS, RECONNECTS (metrics.py)
         self.metrics: MetricsServer | None = None
         self._copied = (0, 0)  # (bytes, ids) written this session: the progress
@@ -86,11 +89,12 @@ class Follower(Process):
 
     def startup(self) -> None:
         config = self.config
-        structlog.contextvars.bind_contextvars(leader=config.primary)
+        structlog.contextvars.bind_contextvars(leader=self.primary)
         if not config.primary or not config.data_dir:
             raise Halt(EXIT_FAILURE, "--primary and --data-dir are required")
         try:
-            parse_address(config.primary)
+            for address in config.primary + ((config.advertise,) if config.advertise else ()):
+                parse_address(address)
         except LogdError as exc:
             raise Halt(EXIT_FAILURE, str(exc)) from None
         try:
@@ -170,7 +174,8 @@ class Follower(Process):
     def status(self) -> str:
         copied = self._position()[2]
         lag = f"lag {max(0, self.primary_head - copied)} ids" if self._connected else "lag unknown"
-        return (f"{self.state} (primary {self.config.primary}): copy at id {copied}, "
+        state = f"{self.state}, {self.refusing_primary}" if self.refusing_primary else self.state
+        return (f"{state} (primary {self.primary}): copy at id {copied}, "
                 f"primary head {self.primary_head}, {lag}")
 
     def stuck(self) -> str | None:
@@ -220,7 +225,7 @@ class Follower(Process):
         link = state.replace(" ", "_")
         try:
             status_file.save(self.log.directory, status_file.FollowerStatus(
-                primary=self.config.primary, link=link if link in status_file.LINKS else "unknown",
+                primary=self.primary, link=link if link in status_file.LINKS else "unknown",
                 reason=reason, written=self._position(), fsynced=self.synced,
                 primary_head=self.primary_head, updated=time.time(), pid=os.getpid()))
         except OSError as exc:
@@ -237,9 +242,14 @@ class Follower(Process):
         while True:
             self._set_state("connecting")
             try:
-                self._session()
-                failures = 0
-                continue
+                refused = self._session()
+                if refused is None:
+                    failures = 0
+                    continue
+                if self._refused(refused):
+                    return
+                if refused.new_primary:
+                    continue  # the named successor, at once
             except LogdError as exc:
                 code = exit_for(exc)
                 if code is not None and self.config.resync and self._position()[2]:
@@ -251,7 +261,11 @@ class Follower(Process):
                     self._set_state("stopped", why=exc.code)
                     self.request_halt(code, str(exc))
                     return
-                log.warning("link_lost", error=str(exc))
+                if isinstance(exc, Refused) and exc.primary and not self._is_me(exc.primary):
+                    log.warning("primary_refused", reason=str(exc), new_primary=exc.primary)
+                    self._successor = exc.primary
+                else:
+                    log.warning("link_lost", error=str(exc))
             except BadStream as exc:
                 log.error("bad_stream", reason=exc.reason, partition=exc.partition, offset=exc.offset)
             except (OSError, TimeoutError) as exc:
@@ -266,15 +280,56 @@ class Follower(Process):
                     self._sock = None
                 self._rep = None
             self.counters[RECONNECTS] += 1
-            if self._connected:
+            if self._connected and not self.refusing_primary:
                 failures = 0
-            wait = backoff.delay(failures, base=0.1, cap=self.config.max_backoff)
+            self._next_primary()
+            wait = 0.0 if self._successor == self.primary else backoff.delay(
+                failures, base=0.1, cap=self.config.max_backoff)
             failures += 1
-            log.info("reconnecting", in_seconds=round(wait, 3), failures=failures)
+            log.info("reconnecting", primary=self.primary, in_seconds=round(wait, 3), failures=failures)
             gevent.sleep(wait)
 
-    def _session(self) -> None:
-        """One connection: handshake, then frames until it breaks.
+    def _is_me(self, address: str) -> bool:
+        return bool(self.config.advertise) and same_address(address, self.config.advertise)
+
+    def _next_primary(self) -> None:
+        """The address to try next: a named successor first, then the --primary
+        list in order (after the one that just failed)."""
+        if self._successor and self._successor != self.primary:
+            self.primary, self.refusing_primary = self._successor, ""
+        else:
+            self._successor = ""
+            addresses = self.config.primary
+            i = addresses.index(self.primary) + 1 if self.primary in addresses else 0
+            self.primary = addresses[i % len(addresses)]
+        structlog.contextvars.bind_contextvars(leader=self.primary)
+
+    def _refused(self, refused: rp.RefusedFrame) -> bool:
+        """The primary refuses writes and sent everything up to its final id
+        (written, fsynced and ACKed by ``_session``). True: this process stops
+        (handed over); else the link loop tries the successor or retries."""
+        new = refused.new_primary
+        if new and self._is_me(new):
+            reason = (f"handed over: primary {self.primary} refused and named this copy's server "
+                      f"as the new primary")
+            log.warning("handed_over", primary=self.primary, new_primary=new, final_id=refused.final)
+            self._set_state("handed over", final_id=refused.final)
+            self.request_halt(0, reason)
+            return True
+        if new:
+            log.warning("primary_refused", primary=self.primary, new_primary=new, final_id=refused.final)
+            self._successor = new
+            self._next_primary()
+        else:
+            log.warning("primary_refused", primary=self.primary, new_primary=None, final_id=refused.final)
+            self.refusing_primary = "primary refusing, no successor named"
+            self._set_state("stopped", why=self.refusing_primary, final_id=refused.final)
+        return False
+
+    def _session(self) -> rp.RefusedFrame | None:
+        """One connection: handshake, then frames until it breaks; returns the
+        ``+REFUSED`` frame that ended it (everything up to its final id is
+        written, fsynced and ACKed), or None at ``+EOF``.
 
         Raises:
             LogdError: the primary refused or ended the stream (error line), or
@@ -286,7 +341,7 @@ class Follower(Process):
         assert flog is not None
         self._connected = False
         self._copied, self._began = (0, 0), time.monotonic()
-        family, addr = parse_address(config.primary)
+        family, addr = parse_address(self.primary)
         sock = self._sock = gsocket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(config.connect_timeout)
         sock.connect(addr)
@@ -301,7 +356,8 @@ class Follower(Process):
                 last_crc = before.crc if before is not None else 0
         rep = Replicator(partition, offset, head, last_crc)
         history = flog.meta.history if head else None  # an empty copy adopts the primary's
-        hello = rp.FollowerHello(history, head, last_crc, config.name, fsync=str(config.fsync))
+        hello = rp.FollowerHello(history, head, last_crc, config.name, fsync=str(config.fsync),
+                                 advertise=config.advertise)
         # An empty copy asks for the first retained partition, wherever that is.
         start = partition if head or offset else 0
         sock.sendall(encode_command("REPLICATE", start, 0, offset, rp.encode_follower_hello(hello)))
@@ -351,7 +407,16 @@ class Follower(Process):
                     # What the copy holds already: --min-acks on the primary counts it.
                     sock.sendall(rp.encode_ack(rep.position, self.synced))
                 elif isinstance(event, rp.End):
-                    return
+                    return None
+                elif isinstance(event, rp.RefusedFrame):
+                    if event.final != rep.last_id:
+                        raise BadStream(f"REFUSED at final id {event.final}, but the copy is at "
+                                        f"{rep.last_id}", *rep.position[:2])
+                    self._sync()  # whatever --fsync says: the copy may become the primary
+                    sock.sendall(rp.encode_ack(rep.position, self.synced))
+                    return event
+            if wrote:
+                self.refusing_primary = ""  # it takes writes again (or another one does)
             if wrote and self.state == "catching up" and rep.last_id >= self.primary_head:
                 self._set_state("streaming", head=self.primary_head)
             if wrote:

@@ -12,6 +12,12 @@ seconds. When retention has moved the first retained partition since the
 follower last heard (at a ``+NEXT`` and before each ``+HEAD``), ``+FIRST``
 says so: the follower deletes what the primary no longer keeps. The frames are in ``protocol/replication.py``.
 
+Once this server refuses writes (REFUSE, or a higher epoch seen; not a read
+replica), the stream goes on to its final id, then sends
+``+REFUSED <final id> <new primary or ->`` instead of ``+EOF`` and ends: the
+follower's fence (it exits when it is the named new primary's copy, or
+follows the named one). A stream that starts at the final id gets it at once.
+
 The backlog is the log on disk: nothing is buffered per follower. A follower
 that takes nothing for ``timeout`` seconds raises ``SendTimeout`` (dropped
 like a tail reader; it reconnects and resumes from its own tail).
@@ -99,5 +105,23 @@ def stream_replication(
         send_first()
         send_all(sock, rp.encode_head(committed, *commits.position), timeout)
 
-    send_committed(sock, cursor, commits, lambda: _end_before(log_, rep.end), send_range, gone,
-                   close_requested, timeout, heartbeat, heartbeat_frame)
+    refused: tuple[int, str] | None = None
+
+    def end() -> int | None:
+        nonlocal refused
+        stop = _end_before(log_, rep.end)
+        refused = rep.refused() if rep.refused is not None else None
+        if refused is not None and (stop is None or refused[0] + 1 < stop):
+            return refused[0] + 1
+        return stop
+
+    def last_frame() -> bytes:
+        if refused is not None and cursor.next_id > refused[0]:
+            try:
+                return rp.encode_refused(*refused)
+            except ValueError:  # a new primary that is no address word: not named
+                return rp.encode_refused(refused[0], "")
+        return p.EOF
+
+    send_committed(sock, cursor, commits, end, send_range, gone, close_requested, timeout, heartbeat,
+                   heartbeat_frame, last_frame)

@@ -65,6 +65,9 @@ class Replication:
     end: int
     hello: bytes
     follower: rp.FollowerHello | None
+    # (final id, new primary or "") once this server refuses writes: the stream
+    # ends there with +REFUSED; None while it takes them (and on a read replica).
+    refused: Callable[[], tuple[int, str] | None] | None = None
 
 
 @dataclass(slots=True)
@@ -330,7 +333,15 @@ class Handlers:
                  partition=hello.partition, offset=hello.offset, next_id=hello.next_id,
                  anonymous=follower is None)
         return Replication(hello.partition, hello.offset, hello.next_id, cmd.end,
-                           rp.encode_hello_reply(hello), follower)
+                           rp.encode_hello_reply(hello), follower, self._refused_at)
+
+    def _refused_at(self) -> tuple[int, str] | None:
+        """A refusing primary's final id (its head: nothing is written after
+        REFUSE) and the new primary it names; None otherwise."""
+        role = self.role
+        if not role.refusing or role.replica:
+            return None
+        return self.log.head(), role.new_primary
 
     def _check_epochs(self, epochs: tuple[tuple[int, int], ...], peer: Peer) -> None:
         """A peer in a higher epoch than ours: another server was ACCEPTed since

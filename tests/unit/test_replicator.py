@@ -215,7 +215,7 @@ def test_follower_settings_share_the_table_machinery(tmp_path: Path) -> None:
     toml = tmp_path / "f.toml"
     toml.write_text('primary = "10.0.0.1:1774"\nfsync = "interval:20"\n')
     config = load_table(str(toml), {"data_dir": "/copy", "fsync": None}, FollowerConfig)
-    assert (config.primary, config.data_dir) == ("10.0.0.1:1774", "/copy")
+    assert (config.primary, config.data_dir) == (("10.0.0.1:1774",), "/copy")  # a list of one
     assert config.fsync.mode is FsyncMode.INTERVAL and config.fsync.interval_ms == 20
     with pytest.raises(ConfigError, match="logd-follower --help"):
         load_table(None, {"partition_size": "1k"}, FollowerConfig)  # a server-only setting
