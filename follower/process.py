@@ -25,7 +25,7 @@ import gevent
 import structlog
 from gevent import socket as gsocket
 
-from logd import backoff
+from logd import backoff, speedups
 from logd.client.connection import parse_address
 from logd.config import FsyncMode
 from logd.errors import ConnectionLost, LogdError, StorageError
@@ -91,7 +91,8 @@ class Follower(Process):
         if config.fsync.mode is FsyncMode.INTERVAL:
             self.greenlets.append(gevent.spawn(self._sync_loop, config.fsync.interval_ms / 1000))
         log.info("follower_started", data_dir=flog.directory, head=flog.head(),
-                 partition=active.number, offset=active.size, fsync=str(config.fsync))
+                 partition=active.number, offset=active.size, fsync=str(config.fsync),
+                 speedups=speedups.IMPLEMENTATION)
 
     def status(self) -> str:
         return f"{self.state}: copy at id {self._position()[2]}, primary head {self.primary_head}"
