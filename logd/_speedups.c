@@ -7,10 +7,11 @@
  *
  *   scan(buf, pos, next_id, more, crc, sizes)  record.scan_records_pure
  *   encode_batch(first_id, bodies)             record.encode_batch_pure
+ *   read_record(buf, pos, max_body, Record)    ReplyParser.next_record's common case
  *   frame_args(buf, pos, args, nargs, total, max_message, max_request)
  *       the well-formed, complete part of CommandParser's argument loop; it
  *       stops at anything else and leaves it to the Python loop, so errors
- *       and NEED_DATA are always decided by the Python code.
+ *       and NEED_DATA are always decided by the Python code (so for read_record).
  *
  * CRC-32 is zlib's crc32 (as Python's zlib.crc32): Debian's python3-dev
  * depends on zlib1g-dev, so the header is there wherever Python.h is.
@@ -373,10 +374,69 @@ speedups_frame_args(PyObject *self, PyObject *fargs)
     return Py_BuildValue("nn", pos, total);
 }
 
+PyDoc_STRVAR(read_record_doc,
+"read_record(buf, pos, max_body, record_type) -> (record, end) | None\n\n"
+"The common case of ReplyParser.next_record: a whole, valid record of at most\n"
+"max_body bytes at pos, as record_type(id, body, more) (set like its frozen\n"
+"__init__ does). None for anything else (more bytes due, an error line, a bad\n"
+"record): the Python code decides those.");
+
+static PyObject *str_id, *str_body, *str_more;
+
+static PyObject *
+speedups_read_record(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos, max_body, len, start, stop;
+    PyTypeObject *type;
+    const unsigned char *p;
+    header_t h;
+    PyObject *rec = NULL, *v = NULL;
+
+    if (!PyArg_ParseTuple(args, "y*nnO!:read_record", &view, &pos, &max_body, &PyType_Type, &type))
+        return NULL;
+    p = (const unsigned char *)view.buf;
+    len = view.len;
+    if (pos < 0 || pos >= len || !match_header(p, len, pos, &h) ||
+        h.size > (unsigned long long)max_body)
+        goto none;
+    start = pos + h.length;
+    if (h.size > (unsigned long long)(len - start) || len - start - (Py_ssize_t)h.size < 2)
+        goto none;
+    stop = start + (Py_ssize_t)h.size;
+    if (p[stop] != '\r' || p[stop + 1] != '\n' ||
+        crc_of(crc_of(0, p + pos + 1, h.length - 12), p + start, (Py_ssize_t)h.size) != h.crc)
+        goto none;
+    rec = type->tp_alloc(type, 0);
+    if (rec == NULL)
+        goto fail;
+    if ((v = PyLong_FromUnsignedLongLong(h.id)) == NULL || PyObject_GenericSetAttr(rec, str_id, v) < 0)
+        goto fail;
+    Py_DECREF(v);
+    if ((v = PyBytes_FromStringAndSize((const char *)p + start, (Py_ssize_t)h.size)) == NULL ||
+        PyObject_GenericSetAttr(rec, str_body, v) < 0)
+        goto fail;
+    Py_DECREF(v);
+    if ((v = PyLong_FromUnsignedLongLong(h.more)) == NULL || PyObject_GenericSetAttr(rec, str_more, v) < 0)
+        goto fail;
+    Py_DECREF(v);
+    PyBuffer_Release(&view);
+    return Py_BuildValue("Nn", rec, stop + 2);
+none:
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(v);
+    Py_XDECREF(rec);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"scan", speedups_scan, METH_VARARGS, scan_doc},
     {"encode_batch", speedups_encode_batch, METH_VARARGS, encode_batch_doc},
     {"frame_args", speedups_frame_args, METH_VARARGS, frame_args_doc},
+    {"read_record", speedups_read_record, METH_VARARGS, read_record_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -389,5 +449,10 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    str_id = PyUnicode_InternFromString("id");
+    str_body = PyUnicode_InternFromString("body");
+    str_more = PyUnicode_InternFromString("more");
+    if (str_id == NULL || str_body == NULL || str_more == NULL)
+        return NULL;
     return PyModule_Create(&speedups_module);
 }

@@ -4,7 +4,8 @@ One corpus runs against both implementations of ``scan_records`` (valid
 logs, torn tails, bad CRCs, id gaps, broken MSGs, every malformed header of
 test_header.py), whole, byte by byte and in random chunks, and the results
 must be identical; so must ``encode_batch``'s bytes, the Replicator's
-writes and errors, and partition.scan's results on damaged files. The
+writes and errors, partition.scan's results on damaged files and the
+client's record reader's records and errors (ReplyParser.next_record). The
 command parser's corpus runs against both in test_protocol.py.
 
 ``test_native_is_built`` fails when a normal ``pip install -e`` did not build
@@ -24,7 +25,8 @@ import pytest
 
 import follower.replicator as replicator_mod
 from follower.replicator import BadStream, Replicator, Write
-from logd import record, speedups
+from logd import errors, record, speedups
+from logd.protocol import NEED_DATA, Eof, ReplyParser, replies
 from logd.log import partition
 from logd.protocol.replication import Data
 from logd.record import Scan, encode, encode_batch_pure, scan_records_pure
@@ -299,3 +301,71 @@ def test_partition_scan_same_result(name: str, impl: str, tmp_path: Path,
         assert results[0] == results[1]
     finally:
         os.close(fd)
+
+
+def _read_stream(parts: Iterator[bytes], max_body: int) -> list[object]:
+    """Every outcome of ReplyParser.next_record over a READ stream arriving in parts."""
+    parser = ReplyParser(max_body=max_body)
+    out: list[object] = []
+    for part in parts:
+        parser.receive_data(part)
+        while True:
+            try:
+                got = parser.next_record()
+            except errors.LogdError as exc:
+                out.append((type(exc).__name__, str(exc)))
+                return out
+            if got is NEED_DATA:
+                break
+            out.append(got)
+            if isinstance(got, Eof):
+                return out
+    return out
+
+
+STREAMS = {name: data for name, (data, first) in CORPUS.items() if first == 1 and 0 < len(data) < 20_000}
+STREAMS.update({
+    "with EOF": _log(1, [[b"a", b"bb"], [b"c"]]) + b"+EOF\r\n",
+    "error line": encode(1, b"a") + b"ERR_CLIENT NOTRETAINED id 1 is gone\r\n",
+    "over max_body": encode(1, b"a" * 100) + encode(2, b"b" * 101),
+})
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_client_record_reader_same_outcomes(name: str, impl: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = STREAMS[name]
+    for parts in ([data], list(bytewise(data)), list(random_chunks(data, 11, 13))):
+        monkeypatch.setattr(replies, "_read_record", None)
+        want = _read_stream(iter(parts), 100)
+        if impl == "native":
+            assert native is not None
+            monkeypatch.setattr(replies, "_read_record", native.read_record)
+        assert _read_stream(iter(parts), 100) == want
+
+
+@pytest.mark.slow
+def test_builds_and_runs_without_a_compiler(tmp_path: Path) -> None:
+    """``CC=/bin/false pip wheel .`` succeeds (the extension is optional) and
+    the wheel's logd runs pure Python. Slow (pip builds in an isolated
+    environment, fetching setuptools): ``python -m pytest -m slow -k compiler``."""
+    import shutil
+    src = tmp_path / "src"  # a copy: pip builds in the tree (build/) and must not see our .so
+    shutil.copytree(Path(__file__).resolve().parents[2], src,
+                    ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "*.so", "__pycache__"))
+    env = dict(os.environ, CC="/bin/false")
+    env.pop("LOGD_PURE", None)
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("logd-*.whl")
+    import zipfile
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "logd/speedups.py" in names and not [n for n in names if n.endswith((".so", ".c"))], names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    # -S: no site-packages, so neither the editable install nor its .so is seen
+    code = ("import logd.speedups as s, logd.record as r; "
+            "print(s.__file__, s.IMPLEMENTATION, r.encode_batch(1, [b'a'])[0] == r.encode(1, b'a'))")
+    got = subprocess.run([sys.executable, "-S", "-c", code], env=dict(env, PYTHONPATH=str(tmp_path / "site")),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    path, impl, same = got.stdout.split()
+    assert path.startswith(str(tmp_path)) and (impl, same) == ("pure", "True"), got.stderr
