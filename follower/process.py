@@ -37,7 +37,7 @@ import gevent
 import structlog
 from gevent import socket as gsocket
 
-from logd import backoff, faults
+from logd import backoff, faults, speedups
 from logd.client.connection import parse_address
 from logd.config import FsyncMode
 from logd.errors import ConnectionLost, LogdError, Refused, StorageError
@@ -115,7 +115,8 @@ class Follower(Process):
         if config.fsync.mode is FsyncMode.INTERVAL:
             self.greenlets.append(gevent.spawn(self._sync_loop, config.fsync.interval_ms / 1000))
         log.info("follower_started", data_dir=flog.directory, head=flog.head(),
-                 partition=active.number, offset=active.size, fsync=str(config.fsync))
+                 partition=active.number, offset=active.size, fsync=str(config.fsync),
+                 speedups=speedups.IMPLEMENTATION)
 
     def _open(self) -> FileLog:
         config = self.config

@@ -4,10 +4,10 @@ may be written, and what an error from the primary means.
 ``Replicator`` stands at the follower's tail (partition, offset, last id).
 It takes the primary's events (``logd.protocol.replication``) and returns
 what to do: ``Write`` verified records at the tail, ``Roll`` to the next
-partition. Every record is checked before it is handed out: its header and
-CRC (``record.parse``, the one reader), its id (the next one), its MSG
-chain (``more`` counts down to 0), and its place (a DATA frame must start at
-the tail, and end where a MSG ends). Bytes of a MSG still arriving are held
+partition. Every record is checked before it is handed out by
+``record.scan_records`` (native when built): its header and CRC, its id (the
+next one), its MSG chain (``more`` counts down to 0); and its place (a DATA
+frame must start at the tail, and end where a MSG ends). Bytes of a MSG still arriving are held
 until the MSG is whole, so only whole MSGs are ever written; they are
 bounded by the primary's largest request.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from logd.client.connection import parse_address
 from logd.errors import Diverged, LogdError, NotRetained
 from logd.protocol.replication import Data, Next, PrimaryHello
-from logd.record import RecordError, checksum, parse
+from logd.record import scan_records
 
 __all__ = ["BadStream", "Write", "Roll", "Replicator", "exit_for", "same_address",
            "EXIT_NOTRETAINED", "EXIT_DIVERGED"]
@@ -107,36 +107,19 @@ class Replicator:
         buf = self._held
         pos = len(buf) - self._pending_len
         buf += data.data
-        out_end = 0  # end of the whole MSGs in buf
-        sizes: list[int] = []
-        next_id = self.last_id + 1 + len(self._held_sizes)
         first_id = self.last_id + 1
-        held_sizes = self._held_sizes
-        more = self._more
-        while True:
-            try:
-                got = parse(buf, pos)
-            except RecordError as exc:
-                raise BadStream(f"bad record from the primary: {exc.reason}", self.partition,
-                                self.offset + pos) from None
-            if got is None:
-                break
-            rec, end = got
-            if rec.id != next_id:
-                raise BadStream(f"expected id {next_id}, got {rec.id}", self.partition, self.offset + pos)
-            if held_sizes and rec.more != more - 1:
-                raise BadStream(f"record {rec.id} breaks its MSG (more={rec.more}, expected {more - 1})",
-                                self.partition, self.offset + pos)
-            held_sizes.append(end - pos)
-            more = rec.more
-            next_id += 1
-            pos = end
-            if more == 0:
-                sizes.extend(held_sizes)
-                held_sizes.clear()
-                out_end = pos
-                self.last_crc = checksum(rec.id, rec.body, rec.more)
-        self._more = more
+        held_sizes = self._held_sizes  # the held MSG's records, then every one verified now
+        got = scan_records(buf, pos, first_id + len(held_sizes), self._more, self.last_crc, held_sizes)
+        if got.error is not None:
+            raise BadStream(f"bad record from the primary: {got.error}", self.partition,
+                            self.offset + got.end)
+        out_end = got.batch_end if got.batch_end != pos else 0  # end of the whole MSGs in buf
+        count = got.batch_id - self.last_id if out_end else 0
+        sizes = held_sizes[:count]
+        del held_sizes[:count]
+        self.last_crc = got.batch_crc
+        self._more = got.more
+        pos = got.end
         self._pending_len = len(buf) - pos  # bytes of a record still arriving
         if data.final and len(buf) != out_end:
             raise BadStream("DATA frame does not end where a MSG ends", self.partition,

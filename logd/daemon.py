@@ -39,7 +39,7 @@ import gevent
 import structlog
 from gevent.event import Event
 
-from . import faults
+from . import faults, speedups
 from .admin import AdminPolicy, load_token
 from .config import FsyncMode, FsyncPolicy, ServerConfig
 from .errors import LogdError
@@ -173,7 +173,8 @@ class Daemon(Process):
                 host, port = listener.address[:2]
                 extra = {"watch": self.watcher.mode} if self.watcher is not None else {}
                 log.info("listening", host=host, port=port, data_dir=self.log.directory,
-                         fsync=str(config.fsync), role=role, epoch=whoami.epoch, **extra)
+                         fsync=str(config.fsync), role=role, epoch=whoami.epoch,
+                         speedups=speedups.IMPLEMENTATION, **extra)
 
     def _open_writer(self) -> FileLog:
         config = self.config

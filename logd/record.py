@@ -25,6 +25,12 @@ that line, for every path: the client's ReplyParser, scans and recovery,
 index checks and seeks. Bytes that break it raise ``RecordError``, never a
 ``ValueError`` or ``IndexError``.
 
+``scan_records`` verifies a run of records in a buffer (header, CRC, id
+sequence, MSG chain) and says how far it got and why it stopped: the one
+verifier behind recovery's scan and the follower. It and ``encode_batch``
+run in C when ``logd._speedups`` is built (``logd/speedups.py``); the
+``*_pure`` functions here are the reference and the fallback.
+
 Because storage and wire share the format, READ sends byte ranges straight
 from partition files with ``sendfile``. This module is pure: bytes in,
 records out; it never does I/O and never logs.
@@ -38,6 +44,8 @@ from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Sequence
 from zlib import crc32
 
+from .speedups import native as _native
+
 __all__ = [
     "Record",
     "Header",
@@ -47,6 +55,10 @@ __all__ = [
     "MAX_HEADER",
     "encode",
     "encode_batch",
+    "encode_batch_pure",
+    "Scan",
+    "scan_records",
+    "scan_records_pure",
     "checksum",
     "parse",
     "iter_records",
@@ -162,7 +174,7 @@ def encode(id: int, body: bytes, more: int = 0) -> bytes:
     return b"+%s %08x\r\n%s\r\n" % (head, crc32(body, crc32(head)), body)
 
 
-def encode_batch(first_id: int, bodies: Sequence[bytes]) -> tuple[bytes, list[int]]:
+def encode_batch_pure(first_id: int, bodies: Sequence[bytes]) -> tuple[bytes, list[int]]:
     """Encode one MSG's records; return the bytes and each record's size."""
     parts = []
     sizes = []
@@ -174,6 +186,81 @@ def encode_batch(first_id: int, bodies: Sequence[bytes]) -> tuple[bytes, list[in
         parts.append(rec)
         sizes.append(len(rec))
     return b"".join(parts), sizes
+
+
+encode_batch = encode_batch_pure if _native is None else _native.encode_batch
+
+
+class Scan(NamedTuple):
+    """How far ``scan_records`` got, and why it stopped."""
+
+    end: int  # offset after the last good record (``pos`` if none)
+    next_id: int  # the id due next
+    more: int  # the last good record's ``more`` (the given one if none): records still due
+    batch_end: int  # offset after the last good record ending a MSG (``pos`` if none)
+    batch_id: int  # its id (``next_id - 1`` as given if none)
+    batch_crc: int  # its CRC (the given ``crc`` if none)
+    error: str | None  # why the record at ``end`` is bad; None: the buffer ends at or inside it
+
+
+def scan_records_pure(
+    buf: bytes | bytearray | memoryview, pos: int, next_id: int, more: int = 0, crc: int = 0,
+    sizes: list[int] | None = None,
+) -> Scan:
+    """Verify the records from ``pos`` of ``buf``: each header and CRC (as
+    ``parse``), ids from ``next_id``, and MSG chains (``more`` counts down to
+    0; ``more`` given > 0 means ``pos`` is inside a MSG with that many
+    records due). Appends each good record's size to ``sizes``. Stops at the
+    end of ``buf``, at a record still arriving, or at a bad one (``error``).
+    Never raises for bad data.
+    """
+    end = len(buf)
+    batch_end, batch_id, batch_crc = pos, next_id - 1, crc
+    error = None
+    while pos < end:
+        try:
+            h = read_header(buf, pos)
+        except RecordError as exc:
+            error = exc.reason
+            break
+        if h is None:
+            break
+        id, size, rmore, rcrc, length = h
+        start = pos + length
+        stop = start + size
+        if stop + 2 > end:
+            break
+        if buf[stop : stop + 2] != CRLF:
+            error = "record body not followed by CRLF"
+            break
+        if crc32(buf[start:stop], crc32(buf[pos + 1 : start - 11])) != rcrc:  # see parse()
+            error = f"checksum mismatch for id {id}"
+            break
+        if id != next_id:
+            error = f"expected id {next_id}, found {id}"
+            break
+        if more and rmore != more - 1:
+            error = f"record {id} breaks its MSG (more={rmore}, expected {more - 1})"
+            break
+        if sizes is not None:
+            sizes.append(stop + 2 - pos)
+        pos = stop + 2
+        next_id += 1
+        more = rmore
+        if not rmore:
+            batch_end, batch_id, batch_crc = pos, id, rcrc
+    return _new(Scan, (pos, next_id, more, batch_end, batch_id, batch_crc, error))
+
+
+def _scan_records_native(
+    buf: bytes | bytearray | memoryview, pos: int, next_id: int, more: int = 0, crc: int = 0,
+    sizes: list[int] | None = None,
+) -> Scan:
+    assert _native is not None
+    return _new(Scan, _native.scan(buf, pos, next_id, more, crc, sizes))
+
+
+scan_records = scan_records_pure if _native is None else _scan_records_native
 
 
 def parse(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[Record, int] | None:

@@ -16,6 +16,7 @@ import structlog
 
 from .. import protocol as p
 from .. import stats as st
+from .. import speedups
 from ..config import FsyncMode, FsyncPolicy
 from ..admin import AdminPolicy
 from ..errors import (Diverged, Forbidden, InvalidArgument, NotRetained, OutOfRange, Refused,
@@ -308,6 +309,7 @@ class Handlers:
         data[FULL_COPIES] = self.stats.counters[FULL_COPIES]
         data[PARTIAL_RESUMES] = self.stats.counters[PARTIAL_RESUMES]
         data["followers"] = len(self.followers)
+        data["native"] = int(speedups.native is not None)  # 1: logd._speedups runs the per-message work
         now, head = time.time(), data["head"]
         for conn_id, f in sorted(self.followers.items()):
             data[f"follower_{conn_id}"] = f.describe(head, now)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from itertools import accumulate
+from typing import Callable, Sequence
 
-from ..record import RecordError, parse, pread_header, read_header
+from ..record import RecordError, parse, pread_header, read_header, scan_records
 from .index import SparseIndex
 
 __all__ = [
@@ -112,15 +113,16 @@ def scan(
     start: int,
     size: int,
     next_id: int,
-    on_record: Callable[[int, int], None] | None = None,
+    on_run: Callable[[int, Sequence[int], int], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ScanResult:
     """Verify records from ``start`` to ``size``, expecting ids from ``next_id``.
 
-    ``start`` must be the first record of a MSG. Calls ``on_record(id,
-    offset)`` for each good record. Never raises for bad data: the result
-    says where the good part ends and why. ``progress(nbytes)`` is called
-    after each block verified.
+    ``start`` must be the first record of a MSG. Calls ``on_run(first_id,
+    starts, count)`` (``SparseIndex.add_run``) for each block's good
+    records. Never raises for bad data: the result says where the good part
+    ends and why. ``progress(nbytes)`` is called after each block verified.
+    The records are checked by ``record.scan_records`` (native when built).
     """
     result = ScanResult(start, next_id - 1, None, start, next_id - 1)
     more = 0  # records still due in the current MSG
@@ -130,44 +132,31 @@ def scan(
         if not block:
             result.error = RecordError("file shorter than expected", pos, True)
             return result
-        view = memoryview(block)
-        local = 0
-        while local < len(block):
-            try:
-                got = parse(view, local)
-            except RecordError as exc:
-                result.error = RecordError(exc.reason, pos + local)
+        sizes: list[int] | None = [] if on_run is not None else None
+        got = scan_records(block, 0, next_id, more, 0, sizes)
+        if got.end == 0 and got.error is None:  # one record larger than the block: read it whole
+            h = read_header(block)  # scan_records read it: no error here
+            if h is None or pos + h.record_size > size:
+                result.error = RecordError("incomplete record", pos, True)
                 return result
-            if got is None:
-                if local == 0:  # one record larger than the block: read it whole
-                    h = read_header(block)  # parse() read it: no error here
-                    if h is not None and pos + h.record_size <= size:
-                        view = memoryview(os.pread(fd, h.record_size, pos))
-                        continue
-                    result.error = RecordError("incomplete record", pos, True)
-                    return result
-                break
-            rec, nxt = got
-            problem = None
-            if rec.id != next_id:
-                problem = f"expected id {next_id}, found {rec.id}"
-            elif more and rec.more != more - 1:
-                problem = f"record {rec.id} breaks its MSG (more={rec.more}, expected {more - 1})"
-            if problem:
-                result.error = RecordError(problem, pos + local)
-                return result
-            if on_record is not None:
-                on_record(rec.id, pos + local)
-            more = rec.more
-            next_id += 1
-            local = nxt
-            result.end = pos + local
-            result.last_id = rec.id
-            if more == 0:
-                result.batch_end, result.batch_last_id = result.end, rec.id
-        pos += local
+            got = scan_records(os.pread(fd, h.record_size, pos), 0, next_id, more, 0, sizes)
+        if on_run is not None and sizes:
+            on_run(next_id, list(accumulate(sizes, initial=pos)), len(sizes))
+        if got.end:
+            result.end = pos + got.end
+            result.last_id = got.next_id - 1
+        if got.batch_id != next_id - 1:
+            result.batch_end, result.batch_last_id = pos + got.batch_end, got.batch_id
+        next_id, more = got.next_id, got.more
+        if got.error is not None:
+            result.error = RecordError(got.error, pos + got.end)
+            return result
+        if got.end == 0:  # the whole record was read and is still short: the file changed
+            result.error = RecordError("incomplete record", pos, True)
+            return result
+        pos += got.end
         if progress is not None:
-            progress(local)
+            progress(got.end)
     return result
 
 

@@ -122,10 +122,10 @@ def verify_partition(
     reported. ``mid_msg``: ``start`` may be inside a MSG (an index entry), so
     a torn MSG beginning there is rescanned from offset 0 (``first_id``).
     """
-    result = scan(fd, start, size, next_id, index.add, progress)
+    result = scan(fd, start, size, next_id, index.add_run, progress)
     if mid_msg and start and result.torn_batch and result.batch_end == start:
         index.truncate(0)  # the torn MSG began before the entry: scan it whole
-        result = scan(fd, 0, size, first_id, index.add, progress)
+        result = scan(fd, 0, size, first_id, index.add_run, progress)
     corrupt: list[Corrupt] = []
     while result.error is not None and not result.error.torn:
         bad_id = result.last_id + 1
@@ -137,7 +137,7 @@ def verify_partition(
             on_corrupt(bad, result.error.reason)
         corrupt.append(bad)
         index.put(bad_id + 1, at)
-        result = scan(fd, at, size, bad_id + 1, index.add, progress)
+        result = scan(fd, at, size, bad_id + 1, index.add_run, progress)
     out = Verified(size, result.last_id, result.end, corrupt)
     if result.error is not None or result.torn_batch:
         out.damage = result.error.reason if result.error else "last MSG incomplete"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Union
 
 from ..errors import InvalidArgument, ProtocolError, UnknownCommand
+from ..speedups import native as _native
 
 __all__ = [
     "NEED_DATA",
@@ -252,6 +253,11 @@ _BUILDERS: dict[bytes, _Builder] = {
 }
 
 
+# The native fast path for the argument loop below (logd/_speedups.c): it takes
+# the complete, well-formed arguments and stops at anything else, which the
+# Python loop then judges; None runs the loop alone (pure Python).
+_frame_args = _native.frame_args if _native is not None else None
+
 _NO_CRLF = (
     "argument not followed by CRLF (length mismatch, or nc without -C?); "
     "framed arguments end in CRLF, or type them inline: 'MSG hello world'"
@@ -346,6 +352,8 @@ class CommandParser:
         end = len(buf)
         view = memoryview(buf)  # one copy per argument, not two; released below
         try:
+            if _frame_args is not None and len(args) < nargs:
+                pos, size_total = _frame_args(view, pos, args, nargs, size_total, max_message, max_request)
             while len(args) < nargs:
                 sp = buf.find(b" ", pos, pos + 21)
                 raw = buf[pos:sp] if sp >= 0 else buf[pos : pos + 21]

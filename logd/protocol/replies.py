@@ -6,11 +6,13 @@ record stream of READ (whose headers ``logd.record`` reads).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 from zlib import crc32
 
 from .. import errors
 from ..errors import LogdError, ProtocolError
 from ..record import MAX_HEADER, Record, RecordError, read_header
+from ..speedups import native as _native
 from .commands import CRLF, MAX_INT_DIGITS, NEED_DATA, NeedData
 
 __all__ = [
@@ -29,6 +31,10 @@ __all__ = [
     "MAX_REPLY_LINE",
     "MAX_RECORD_HEADER",
 ]
+
+# The native fast path for next_record's common case (logd/_speedups.c): a
+# whole, valid record, or None for anything else, which the code below judges.
+_read_record = _native.read_record if _native is not None else None
 
 OK = b"OK\r\n"
 PONG = b"PONG\r\n"
@@ -202,6 +208,11 @@ class ReplyParser:
         """
         buf = self._buf
         pos = self._pos
+        if _read_record is not None:
+            got = _read_record(buf, pos, self.max_body, Record)
+            if got is not None:
+                self._pos = got[1]
+                return cast(Record, got[0])
         if pos >= len(buf):
             return NEED_DATA
         if buf[pos] != 0x2B:  # '+'

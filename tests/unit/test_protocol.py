@@ -72,8 +72,25 @@ from logd.protocol import (
     encode_error,
     encode_ok_id,
 )
+from logd.protocol import commands
 from logd.record import Record, encode
+from logd.speedups import native
 from tests.chunkers import Chunker, by_line, bytewise, seeded, whole
+
+
+
+@pytest.fixture(autouse=True, params=["pure", "native"])
+def _framing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with the pure argument loop and with the native
+    fast path in front of it (logd/_speedups.c frame_args)."""
+    if request.param == "native":
+        if native is None:
+            pytest.skip("logd._speedups is not built (no compiler or Python headers at install, or LOGD_PURE=1)")
+        monkeypatch.setattr(commands, "_frame_args", native.frame_args)
+    else:
+        monkeypatch.setattr(commands, "_frame_args", None)
+    return str(request.param)
+
 
 CASES = Path(__file__).parent / "cases"
 SEEDS = (0, 1, 2, 3)

@@ -1,0 +1,63 @@
+"""In-process figures for the per-message work, no sockets (bench/PROFILE.rst).
+
+    python bench/micro.py [N]              # whichever implementation is built
+    LOGD_PURE=1 python bench/micro.py [N]  # pure Python
+
+follower: Replicator.on_data over W6's bytes (100-byte messages, MSGs of 100,
+64 KiB DATA chunks); client: ReplyParser.next_record over the same records.
+CPU time, best of 3.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from follower.replicator import Replicator  # noqa: E402
+from logd import speedups  # noqa: E402
+from logd.protocol import Eof, ReplyParser  # noqa: E402
+from logd.protocol.replication import Data  # noqa: E402
+from logd.record import encode_batch  # noqa: E402
+
+CHUNK = 65536
+
+
+def follower(blob: bytes, n: int) -> float:
+    rep = Replicator(0, 0, 0)
+    t = time.process_time()
+    for off in range(0, len(blob), CHUNK):
+        rep.on_data(Data(0, off, blob[off : off + CHUNK], off + CHUNK >= len(blob)))
+    dt = time.process_time() - t
+    assert rep.last_id == n, rep.last_id
+    return dt
+
+
+def client(blob: bytes, n: int) -> float:
+    parser = ReplyParser()
+    parser.receive_data(blob + b"+EOF\r\n")
+    step = parser.next_record
+    got = 0
+    t = time.process_time()
+    while type(step()) is not Eof:
+        got += 1
+    dt = time.process_time() - t
+    assert got == n
+    return dt
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    body = b"x" * 100
+    blob = b"".join(encode_batch(first, [body] * 100)[0] for first in range(1, n + 1, 100))
+    print(f"{speedups.IMPLEMENTATION}: {n} messages, {len(blob) / 1e6:.1f} MB")
+    best = min(follower(blob, n) for _ in range(3))
+    print(f"follower verification: {best / n * 1e6:.2f} us/msg ({len(blob) / best / 1e6:.0f} MB/s)")
+    best = min(client(blob, n) for _ in range(3))
+    print(f"client record reader:  {best / n * 1e6:.2f} us/record")
+
+
+if __name__ == "__main__":
+    main()

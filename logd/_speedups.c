@@ -1,0 +1,458 @@
+/* logd._speedups: the native fast path for the per-message work.
+ *
+ * The pure-Python code is the reference and the fallback (logd/speedups.py
+ * picks one; LOGD_PURE=1 forces Python). Every function here must give the
+ * same results as its Python twin, byte for byte and error for error:
+ * tests/unit/test_speedups.py runs one corpus against both.
+ *
+ *   scan(buf, pos, next_id, more, crc, sizes)  record.scan_records_pure
+ *   encode_batch(first_id, bodies)             record.encode_batch_pure
+ *   read_record(buf, pos, max_body, Record)    ReplyParser.next_record's common case
+ *   frame_args(buf, pos, args, nargs, total, max_message, max_request)
+ *       the well-formed, complete part of CommandParser's argument loop; it
+ *       stops at anything else and leaves it to the Python loop, so errors
+ *       and NEED_DATA are always decided by the Python code (so for read_record).
+ *
+ * CRC-32 is zlib's crc32 (as Python's zlib.crc32): Debian's python3-dev
+ * depends on zlib1g-dev, so the header is there wherever Python.h is.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <zlib.h>
+
+#define MAX_HEADER 64
+
+typedef struct {
+    unsigned long long id, size, more;
+    unsigned long crc;
+    Py_ssize_t length; /* '+' to CRLF */
+} header_t;
+
+/* A NUMBER as the regex in record.py: [1-9][0-9]{0,18}, or "0" when zero_ok. */
+static int
+match_number(const unsigned char *p, Py_ssize_t *i, Py_ssize_t lim, int zero_ok,
+             unsigned long long *out)
+{
+    Py_ssize_t j = *i;
+    unsigned long long v = 0;
+    int n = 0;
+    if (j >= lim)
+        return 0;
+    if (p[j] == '0') {
+        if (!zero_ok)
+            return 0;
+        *out = 0;
+        *i = j + 1;
+        return 1;
+    }
+    if (p[j] < '1' || p[j] > '9')
+        return 0;
+    while (j < lim && n < 19 && p[j] >= '0' && p[j] <= '9') {
+        v = v * 10 + (unsigned long long)(p[j] - '0');
+        j++;
+        n++;
+    }
+    *out = v;
+    *i = j;
+    return 1;
+}
+
+/* 1 when a whole header matches at pos (within MAX_HEADER bytes), else 0. */
+static int
+match_header(const unsigned char *p, Py_ssize_t len, Py_ssize_t pos, header_t *h)
+{
+    Py_ssize_t lim = len < pos + MAX_HEADER ? len : pos + MAX_HEADER;
+    Py_ssize_t i = pos;
+    unsigned long crc = 0;
+    int k;
+    if (i >= lim || p[i] != '+')
+        return 0;
+    i++;
+    if (!match_number(p, &i, lim, 0, &h->id) || i >= lim || p[i++] != ' ')
+        return 0;
+    if (!match_number(p, &i, lim, 1, &h->size) || i >= lim || p[i++] != ' ')
+        return 0;
+    if (!match_number(p, &i, lim, 1, &h->more) || i >= lim || p[i++] != ' ')
+        return 0;
+    if (i + 10 > lim)
+        return 0;
+    for (k = 0; k < 8; k++) {
+        unsigned char c = p[i++];
+        if (c >= '0' && c <= '9')
+            crc = (crc << 4) | (unsigned long)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            crc = (crc << 4) | (unsigned long)(c - 'a' + 10);
+        else
+            return 0;
+    }
+    if (p[i] != '\r' || p[i + 1] != '\n')
+        return 0;
+    h->crc = crc;
+    h->length = i + 2 - pos;
+    return 1;
+}
+
+/* record._why: the reason the bytes at pos are not a header, or NULL when
+ * more bytes are due. */
+static const char *
+why(const unsigned char *p, Py_ssize_t len, Py_ssize_t pos)
+{
+    Py_ssize_t lim, i;
+    if (pos >= len)
+        return NULL;
+    if (p[pos] != '+')
+        return "record does not start with '+'";
+    lim = len < pos + MAX_HEADER ? len : pos + MAX_HEADER;
+    for (i = pos; i + 1 < lim; i++)
+        if (p[i] == '\r' && p[i + 1] == '\n')
+            return "malformed record header";
+    if (len - pos >= MAX_HEADER)
+        return "record header too long";
+    return NULL;
+}
+
+static unsigned long
+crc_of(unsigned long crc, const unsigned char *p, Py_ssize_t n)
+{
+    /* zlib's length is a uInt: feed larger bodies in pieces */
+    while (n > 0) {
+        uInt chunk = n > (1 << 30) ? (1u << 30) : (uInt)n;
+        crc = crc32(crc, p, chunk);
+        p += chunk;
+        n -= chunk;
+    }
+    return crc;
+}
+
+PyDoc_STRVAR(scan_doc,
+"scan(buf, pos, next_id, more, crc, sizes) -> tuple\n\n"
+"record.scan_records_pure in C: the fields of record.Scan.");
+
+static PyObject *
+speedups_scan(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos;
+    unsigned long long next_id, more, crc_in;
+    PyObject *sizes;
+    PyObject *error = NULL;
+    const unsigned char *p;
+    Py_ssize_t len, batch_end;
+    unsigned long long batch_id;
+    unsigned long batch_crc;
+    PyObject *result;
+
+    if (!PyArg_ParseTuple(args, "y*nKKKO:scan", &view, &pos, &next_id, &more, &crc_in, &sizes))
+        return NULL;
+    if (sizes != Py_None && !PyList_Check(sizes)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "sizes must be a list or None");
+        return NULL;
+    }
+    p = (const unsigned char *)view.buf;
+    len = view.len;
+    if (pos < 0)
+        pos = 0;
+    batch_end = pos;
+    batch_id = next_id - 1;
+    batch_crc = (unsigned long)crc_in;
+    while (pos < len) {
+        header_t h;
+        Py_ssize_t start, stop;
+        unsigned long crc;
+        if (!match_header(p, len, pos, &h)) {
+            const char *reason = why(p, len, pos);
+            if (reason != NULL)
+                error = PyUnicode_FromString(reason);
+            break;
+        }
+        start = pos + h.length;
+        if (h.size > (unsigned long long)(len - start) || len - start - (Py_ssize_t)h.size < 2)
+            break; /* the record is still arriving */
+        stop = start + (Py_ssize_t)h.size;
+        if (p[stop] != '\r' || p[stop + 1] != '\n') {
+            error = PyUnicode_FromString("record body not followed by CRLF");
+            break;
+        }
+        /* the CRC covers '<id> <len> <more>' (before ' <crc>\r\n') and the body */
+        crc = crc_of(crc_of(0, p + pos + 1, h.length - 12), p + start, (Py_ssize_t)h.size);
+        if (crc != h.crc) {
+            error = PyUnicode_FromFormat("checksum mismatch for id %llu", h.id);
+            break;
+        }
+        if (h.id != next_id) {
+            error = PyUnicode_FromFormat("expected id %llu, found %llu", next_id, h.id);
+            break;
+        }
+        if (more && h.more != more - 1) {
+            error = PyUnicode_FromFormat("record %llu breaks its MSG (more=%llu, expected %llu)",
+                                         h.id, h.more, more - 1);
+            break;
+        }
+        if (sizes != Py_None) {
+            PyObject *n = PyLong_FromSsize_t(stop + 2 - pos);
+            if (n == NULL || PyList_Append(sizes, n) < 0) {
+                Py_XDECREF(n);
+                PyBuffer_Release(&view);
+                return NULL;
+            }
+            Py_DECREF(n);
+        }
+        pos = stop + 2;
+        next_id++;
+        more = h.more;
+        if (more == 0) {
+            batch_end = pos;
+            batch_id = h.id;
+            batch_crc = h.crc;
+        }
+    }
+    PyBuffer_Release(&view);
+    if (PyErr_Occurred()) {
+        Py_XDECREF(error);
+        return NULL;
+    }
+    if (error == NULL) {
+        error = Py_None;
+        Py_INCREF(error);
+    }
+    result = Py_BuildValue("nKKnKkN", pos, next_id, more, batch_end, batch_id, batch_crc, error);
+    return result;
+}
+
+static int
+digits(unsigned long long v)
+{
+    int n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+static char *
+put_number(char *out, unsigned long long v, int n)
+{
+    char *end = out + n;
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return out + n;
+}
+
+PyDoc_STRVAR(encode_batch_doc,
+"encode_batch(first_id, bodies) -> (bytes, sizes)\n\n"
+"record.encode_batch_pure in C.");
+
+static PyObject *
+speedups_encode_batch(PyObject *self, PyObject *args)
+{
+    unsigned long long first_id;
+    PyObject *bodies, *seq = NULL, *out = NULL, *sizes = NULL;
+    Py_buffer *views = NULL;
+    Py_ssize_t n, i, got = 0, total = 0;
+    char *w;
+    static const char hex[] = "0123456789abcdef";
+
+    if (!PyArg_ParseTuple(args, "KO:encode_batch", &first_id, &bodies))
+        return NULL;
+    seq = PySequence_Fast(bodies, "bodies must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    views = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Py_buffer));
+    if (views == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n; i++, got++) {
+        PyObject *b = PySequence_Fast_GET_ITEM(seq, i);
+        unsigned long long more = (unsigned long long)(n - 1 - i);
+        if (PyObject_GetBuffer(b, &views[i], PyBUF_SIMPLE) < 0)
+            goto done;
+        /* '+' id ' ' len ' ' more ' ' 8 hex CRLF body CRLF */
+        total += 1 + digits(first_id + (unsigned long long)i) + 1 +
+                 digits((unsigned long long)views[i].len) + 1 + digits(more) + 1 + 8 + 2 +
+                 views[i].len + 2;
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    sizes = PyList_New(n);
+    if (out == NULL || sizes == NULL)
+        goto done;
+    w = PyBytes_AS_STRING(out);
+    for (i = 0; i < n; i++) {
+        char *rec = w, *head;
+        unsigned long long more = (unsigned long long)(n - 1 - i);
+        unsigned long long id = first_id + (unsigned long long)i;
+        unsigned long crc;
+        int k;
+        PyObject *size;
+        *w++ = '+';
+        head = w;
+        w = put_number(w, id, digits(id));
+        *w++ = ' ';
+        w = put_number(w, (unsigned long long)views[i].len, digits((unsigned long long)views[i].len));
+        *w++ = ' ';
+        w = put_number(w, more, digits(more));
+        crc = crc_of(crc_of(0, (const unsigned char *)head, w - head),
+                     (const unsigned char *)views[i].buf, views[i].len);
+        *w++ = ' ';
+        for (k = 7; k >= 0; k--)
+            *w++ = hex[(crc >> (4 * k)) & 0xf];
+        *w++ = '\r';
+        *w++ = '\n';
+        memcpy(w, views[i].buf, (size_t)views[i].len);
+        w += views[i].len;
+        *w++ = '\r';
+        *w++ = '\n';
+        size = PyLong_FromSsize_t(w - rec);
+        if (size == NULL)
+            goto done;
+        PyList_SET_ITEM(sizes, i, size);
+    }
+done:
+    for (i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    Py_DECREF(seq);
+    if (PyErr_Occurred()) {
+        Py_XDECREF(out);
+        Py_XDECREF(sizes);
+        return NULL;
+    }
+    return Py_BuildValue("NN", out, sizes);
+}
+
+PyDoc_STRVAR(frame_args_doc,
+"frame_args(buf, pos, args, nargs, total, max_message, max_request) -> (pos, total)\n\n"
+"Append to args each complete, well-formed '<len> <bytes>\\r\\n' argument from\n"
+"pos while len(args) < nargs; stop at anything else (the caller's loop decides).");
+
+static PyObject *
+speedups_frame_args(PyObject *self, PyObject *fargs)
+{
+    Py_buffer view;
+    Py_ssize_t pos, nargs, total, max_message, max_request, len;
+    PyObject *list;
+    const unsigned char *p;
+
+    if (!PyArg_ParseTuple(fargs, "y*nO!nnnn:frame_args", &view, &pos, &PyList_Type, &list, &nargs,
+                          &total, &max_message, &max_request))
+        return NULL;
+    p = (const unsigned char *)view.buf;
+    len = view.len;
+    while (PyList_GET_SIZE(list) < nargs && pos >= 0 && pos < len) {
+        Py_ssize_t i = pos, size = 0, stop;
+        PyObject *arg;
+        /* up to 18 digits then ' ': longer ones never fit a limit; Python says so */
+        while (i < len && i - pos < 18 && p[i] >= '0' && p[i] <= '9') {
+            size = size * 10 + (p[i] - '0');
+            i++;
+        }
+        if (i == pos || i >= len || p[i] != ' ')
+            break;
+        if (size > max_message || total + size > max_request)
+            break;
+        stop = i + 1 + size;
+        if (stop + 2 > len || p[stop] != '\r' || p[stop + 1] != '\n')
+            break;
+        arg = PyBytes_FromStringAndSize((const char *)p + i + 1, size);
+        if (arg == NULL || PyList_Append(list, arg) < 0) {
+            Py_XDECREF(arg);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(arg);
+        total += size;
+        pos = stop + 2;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("nn", pos, total);
+}
+
+PyDoc_STRVAR(read_record_doc,
+"read_record(buf, pos, max_body, record_type) -> (record, end) | None\n\n"
+"The common case of ReplyParser.next_record: a whole, valid record of at most\n"
+"max_body bytes at pos, as record_type(id, body, more) (set like its frozen\n"
+"__init__ does). None for anything else (more bytes due, an error line, a bad\n"
+"record): the Python code decides those.");
+
+static PyObject *str_id, *str_body, *str_more;
+
+static PyObject *
+speedups_read_record(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos, max_body, len, start, stop;
+    PyTypeObject *type;
+    const unsigned char *p;
+    header_t h;
+    PyObject *rec = NULL, *v = NULL;
+
+    if (!PyArg_ParseTuple(args, "y*nnO!:read_record", &view, &pos, &max_body, &PyType_Type, &type))
+        return NULL;
+    p = (const unsigned char *)view.buf;
+    len = view.len;
+    if (pos < 0 || pos >= len || !match_header(p, len, pos, &h) ||
+        h.size > (unsigned long long)max_body)
+        goto none;
+    start = pos + h.length;
+    if (h.size > (unsigned long long)(len - start) || len - start - (Py_ssize_t)h.size < 2)
+        goto none;
+    stop = start + (Py_ssize_t)h.size;
+    if (p[stop] != '\r' || p[stop + 1] != '\n' ||
+        crc_of(crc_of(0, p + pos + 1, h.length - 12), p + start, (Py_ssize_t)h.size) != h.crc)
+        goto none;
+    rec = type->tp_alloc(type, 0);
+    if (rec == NULL)
+        goto fail;
+    if ((v = PyLong_FromUnsignedLongLong(h.id)) == NULL || PyObject_GenericSetAttr(rec, str_id, v) < 0)
+        goto fail;
+    Py_DECREF(v);
+    if ((v = PyBytes_FromStringAndSize((const char *)p + start, (Py_ssize_t)h.size)) == NULL ||
+        PyObject_GenericSetAttr(rec, str_body, v) < 0)
+        goto fail;
+    Py_DECREF(v);
+    if ((v = PyLong_FromUnsignedLongLong(h.more)) == NULL || PyObject_GenericSetAttr(rec, str_more, v) < 0)
+        goto fail;
+    Py_DECREF(v);
+    PyBuffer_Release(&view);
+    return Py_BuildValue("Nn", rec, stop + 2);
+none:
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(v);
+    Py_XDECREF(rec);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+static PyMethodDef speedups_methods[] = {
+    {"scan", speedups_scan, METH_VARARGS, scan_doc},
+    {"encode_batch", speedups_encode_batch, METH_VARARGS, encode_batch_doc},
+    {"frame_args", speedups_frame_args, METH_VARARGS, frame_args_doc},
+    {"read_record", speedups_read_record, METH_VARARGS, read_record_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT, "logd._speedups",
+    "The native fast path for logd's per-message work (see logd/speedups.py).", -1,
+    speedups_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    str_id = PyUnicode_InternFromString("id");
+    str_body = PyUnicode_InternFromString("body");
+    str_more = PyUnicode_InternFromString("more");
+    if (str_id == NULL || str_body == NULL || str_more == NULL)
+        return NULL;
+    return PyModule_Create(&speedups_module);
+}
