@@ -218,7 +218,7 @@ def test_follower_killed_mid_stream_resumes_without_a_full_copy(logd_server, fol
     wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=60, what="equal after kills")
     # The last follower's copy may have been equal before it connected (a fast
     # copy finished before the kill): wait for its REPLICATE to be counted.
-    wait_for(lambda: stats(srv)["replication_full_copies"] + stats(srv)["replication_partial_resumes"] == 5,
+    wait_for(lambda: stats(srv)["replication_full_copies"] + stats(srv)["replication_partial_resumes"] == 6,
              timeout=30, what="the last follower's REPLICATE")
     s = stats(srv)
     assert s["replication_full_copies"] == 1
