@@ -22,6 +22,7 @@ from ..errors import (Diverged, Forbidden, InvalidArgument, NotRetained, OutOfRa
                       ShuttingDown, StorageError, UnknownCommand)
 from ..log import Log
 from ..protocol import replication as rp
+from ..log.epochs import diverged_message, divergence
 from .role import Role
 from .acks import Acks, WaitAcks
 
@@ -68,6 +69,9 @@ class Replication:
     # (final id, new primary or "") once this server refuses writes: the stream
     # ends there with +REFUSED; None while it takes them (and on a read replica).
     refused: Callable[[], tuple[int, str] | None] | None = None
+    # This server's epoch now: the stream ends (+EOF) when an ACCEPT changes
+    # it, so followers reconnect and learn the new epoch before its records.
+    epoch: Callable[[], int] | None = None
 
 
 @dataclass(slots=True)
@@ -333,7 +337,8 @@ class Handlers:
                  partition=hello.partition, offset=hello.offset, next_id=hello.next_id,
                  anonymous=follower is None)
         return Replication(hello.partition, hello.offset, hello.next_id, cmd.end,
-                           rp.encode_hello_reply(hello), follower, self._refused_at)
+                           rp.encode_hello_reply(hello), follower, self._refused_at,
+                           lambda: self.role.whoami().epoch)
 
     def _refused_at(self) -> tuple[int, str] | None:
         """A refusing primary's final id (its head: nothing is written after
@@ -361,7 +366,8 @@ class Handlers:
         if not self.role.replica:
             self.role.refuse("", f"epoch {theirs} seen from {peer.addr}, above this server's {ours}")
         raise Refused(f"this server is in epoch {ours} and the peer in epoch {theirs}: it is no "
-                      "longer the primary and takes no writes; do not follow it")
+                      "longer the primary and takes no writes; do not follow it",
+                      primary=self.role.new_primary or None)
 
     def plan_replication(self, start: int, offset: int, follower: rp.FollowerHello | None
                          ) -> rp.PrimaryHello:
@@ -392,6 +398,11 @@ class Handlers:
                 and follower.history != history:
             raise Diverged(f"history differs: the follower's is {follower.history}, "
                            f"the primary's {history}", **at)
+        if follower is not None and follower.last_id and meta is not None:
+            point = divergence(follower.epochs, meta.epochs, follower.last_id)
+            if point is not None:  # the follower holds records this log never had
+                raise Diverged(diverged_message(follower.epochs, meta.epochs, point, follower.last_id),
+                               start, offset, point)
         if start < first_part.number:
             raise NotRetained(f"partition {start} is no longer retained; the first retained "
                               f"is partition {first_part.number}", first=first, head=head)

@@ -78,6 +78,7 @@ def test_refuse_naming_b_hands_over_to_bs_replica_and_other_followers_follow_b(
     assert g.proc is not None and g.proc.poll() is None
     assert bodies(g.data_dir, 56, 63) == [b"last5", b"last6"] + [b"on-b-%d" % i for i in range(5)]
     assert digests(g.data_dir) == digests(b_dir)
+    assert meta(g.data_dir)["epochs"] == [[1, 1], [2, 58]]  # B's history, learned before its records
     assert any(e.get("new_primary") == replica.addr for e in g.events("primary_refused"))
     # A keeps refusing and names B.
     with logd.connect(a.addr) as client:
