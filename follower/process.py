@@ -12,7 +12,19 @@ tail, after capped jittered backoff (``logd/backoff.py``). A refusal it
 cannot fix by retrying stops the process: NOTRETAINED (exit 10) or DIVERGED
 (exit 11); it never truncates or replaces its copy because the primary says so.
 Only ``--resync`` acts on those: the copy is renamed, whole, to the sibling
-directory ``DIR.resync-<UTC time>`` (never deleted) and copied afresh.
+directory ``DIR.resync-<UTC time>`` (never deleted) and copied afresh; and
+``--quarantine-diverged`` on an epoch divergence (the hello's epoch
+histories part, ``logd/log/epochs.py``): the records from the point on are
+moved to a quarantine file and the copy is cut there (``FileLog.quarantine_from``).
+The copy's meta takes the primary's epoch history at each hello.
+
+Failover (issue 10): ``--primary`` may list several addresses, tried in
+order; a refusing primary ends the stream with ``+REFUSED <final> <new>``
+once the copy has its final id: fsynced and ACKed, then the follower exits 0
+("handed over") when ``new`` is its ``--advertise`` address, releasing the
+writer lock so that the read replica there can ACCEPT; follows ``new`` when
+another is named (and the primary an ``ERR_CLIENT REFUSED (primary=X)``
+names); else retries, its status saying "primary refusing, no successor named".
 
 The primary's retention is applied: partitions it no longer retains (its
 hello's first partition, then ``+FIRST``) are deleted from the copy too,

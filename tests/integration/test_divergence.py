@@ -13,9 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
 
@@ -24,21 +22,12 @@ from logd.errors import LogdError
 from logd.log.partition import parse_name
 from logd.log.reader import LogReader
 
-from .test_failover_commands import head_of, meta, write
+from .test_failover_commands import head_of, meta, wait_for, write
 
 pytestmark = pytest.mark.integration
 
 EXIT_DIVERGED = 11
 
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def partitions(directory: Path) -> dict[str, str]:

@@ -6,29 +6,19 @@ ACCEPTs; another follower of A follows B from then on."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import logd
 from logd.errors import Refused
 
-from .test_failover_commands import head_of, meta, write
+from .test_failover_commands import head_of, meta, wait_for, write
 from .test_replication import digests
 
 pytestmark = pytest.mark.integration
 
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def bodies(directory: Path, first: int, end: int) -> list[bytes]:
@@ -85,6 +75,16 @@ def test_refuse_naming_b_hands_over_to_bs_replica_and_other_followers_follow_b(
         with pytest.raises(Refused) as info:
             client.append(b"late")
     assert info.value.primary == replica.addr
+    # G restarted with only A's address: A (epoch 1) answers its epoch-2 hello with
+    # ERR_CLIENT REFUSED ... (primary=B), and G follows B.
+    assert g.stop() == 0
+    g2 = follower(a.addr, "--fsync", "never", data_dir=g.data_dir)
+    wait_for(lambda: g2.events("primary_refused"), 30, "A's refusal")
+    assert g2.events("primary_refused")[0]["new_primary"] == replica.addr
+    assert "epoch 1 and the peer in epoch 2" in g2.events("primary_refused")[0]["reason"]
+    with logd.connect(replica.addr) as client:
+        client.append(b"after-restart")
+    wait_for(lambda: head_of(g.data_dir) == 63, 30, "G, restarted, to follow B")
 
 
 def _stats(server) -> dict[str, Any]:
