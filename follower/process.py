@@ -281,7 +281,12 @@ class Follower(Process):
                 code = exit_for(exc)
                 point = parse_point(exc.message) if isinstance(exc, Diverged) else None
                 if point is not None and self.config.quarantine_diverged:
-                    self._quarantine(*point)
+                    try:
+                        self._quarantine(*point)
+                    except (OSError, LogdError, ValueError) as qexc:
+                        log.error("quarantine_failed", epoch=point[0], id=point[1], error=str(qexc))
+                        self.request_halt(EXIT_FAILURE, f"--quarantine-diverged failed: {qexc}")
+                        return
                     continue
                 if point is not None:
                     self.remark = f"diverged at epoch {point[0]} id {point[1]}"
