@@ -86,6 +86,7 @@ class FollowerState:
     last_report: float = 0.0
     fsync: str = ""  # its --fsync policy, from its hello ("": not said)
     counted: bool = False  # a follower (it sent a hello), not an anonymous reader: --min-acks counts it
+    advertise: str = ""  # its hello's: the read replica serving its copy ("": not said)
     # (bytes, seconds) behind, from the written position (server.py: events/lag.py)
     lag: Callable[[tuple[int, int, int]], tuple[int, float]] | None = None
 
@@ -96,7 +97,7 @@ class FollowerState:
                 f"synced={'%d:%d:%d' % self.synced} lag_ids={max(0, head - self.written[2])} "
                 f"lag_bytes={lag_bytes} lag_seconds={lag_seconds:.3f} "
                 f"connected_since={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.since))} "
-                f"last_report={ago}")
+                f"last_report={ago} advertise={self.advertise or '-'}")
 
 
 @dataclass(frozen=True, slots=True)

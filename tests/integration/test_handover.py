@@ -43,8 +43,9 @@ def test_refuse_naming_b_hands_over_to_bs_replica_and_other_followers_follow_b(
     g = follower(a.addr, "--fsync", "never")
     write(a.addr, 20, tag="n")  # both are streaming these
     wait_for(lambda: head_of(b_dir) == 50 and head_of(g.data_dir) == 50, 30, "both followers at 50")
-    hello_names = [line for k, line in _stats(a).items() if k.startswith("follower_")]
-    assert len(hello_names) == 2
+    lines = sorted(line for k, line in _stats(a).items() if k.startswith("follower_"))
+    assert len(lines) == 2  # the STATS line names what F advertises
+    assert sorted(line.rsplit(" advertise=", 1)[1] for line in lines) == sorted([replica.addr, "-"])
     write(a.addr, 7, tag="last")  # in flight as REFUSE comes
     with logd.connect(a.addr) as client:
         final = client.refuse(replica.addr)
