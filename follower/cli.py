@@ -10,7 +10,11 @@ Exit codes (README.rst, "Replication"):
   10  NOTRETAINED: the copy's position is no longer retained on the primary;
       the copy is kept untouched (--resync moves it aside and copies afresh)
   11  DIVERGED: the primary's log is another history, or not a continuation of
-      the copy; the copy is kept untouched (--resync: as for 10)
+      the copy (its epoch history parts from the copy's: the log and STATUS
+      name the epoch and id); the copy is kept untouched (--resync: as for
+      10; --quarantine-diverged moves the records from that id on to
+      DIR/quarantine-<epoch>-<first id>-<last id>.log, cuts the copy there
+      and follows)
 """
 
 from __future__ import annotations

@@ -57,6 +57,11 @@ class FollowerConfig(_Table):
     resync: bool = _setting(False, parse_bool,
                             "when the primary refuses the copy (NOTRETAINED, DIVERGED), move it aside to "
                             "DIR.resync-<UTC time> (never deleted) and copy afresh, instead of exiting")
+    quarantine_diverged: bool = _setting(
+        False, parse_bool, "when the primary's epoch history parts from the copy's (records the primary never "
+        "had: a replaced primary's unreplicated writes), move those records to "
+        "DIR/quarantine-<epoch>-<first id>-<last id>.log (partition format: logd dump reads it), cut the copy "
+        "there and follow; never merges. Without it: exit 11, the copy untouched")
     progress_interval: float = _setting(5.0, _duration, "off a terminal, seconds between catchup_progress "
                                         "log lines during the catch-up")
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")

@@ -12,7 +12,19 @@ tail, after capped jittered backoff (``logd/backoff.py``). A refusal it
 cannot fix by retrying stops the process: NOTRETAINED (exit 10) or DIVERGED
 (exit 11); it never truncates or replaces its copy because the primary says so.
 Only ``--resync`` acts on those: the copy is renamed, whole, to the sibling
-directory ``DIR.resync-<UTC time>`` (never deleted) and copied afresh.
+directory ``DIR.resync-<UTC time>`` (never deleted) and copied afresh; and
+``--quarantine-diverged`` on an epoch divergence (the hello's epoch
+histories part, ``logd/log/epochs.py``): the records from the point on are
+moved to a quarantine file and the copy is cut there (``FileLog.quarantine_from``).
+The copy's meta takes the primary's epoch history at each hello.
+
+Failover (issue 10): ``--primary`` may list several addresses, tried in
+order; a refusing primary ends the stream with ``+REFUSED <final> <new>``
+once the copy has its final id: fsynced and ACKed, then the follower exits 0
+("handed over") when ``new`` is its ``--advertise`` address, releasing the
+writer lock so that the read replica there can ACCEPT; follows ``new`` when
+another is named (and the primary an ``ERR_CLIENT REFUSED (primary=X)``
+names); else retries, its status saying "primary refusing, no successor named".
 
 The primary's retention is applied: partitions it no longer retains (its
 hello's first partition, then ``+FIRST``) are deleted from the copy too,
@@ -40,7 +52,8 @@ from gevent import socket as gsocket
 from logd import backoff, faults, speedups
 from logd.client.connection import parse_address
 from logd.config import FsyncMode
-from logd.errors import ConnectionLost, LogdError, Refused, StorageError
+from logd.errors import ConnectionLost, Diverged, LogdError, Refused, StorageError
+from logd.log.epochs import diverged_message, divergence, parse_point
 from logd.log import status as status_file
 from logd.log.file import FileLog
 from logd.metrics import MetricsServer
@@ -78,7 +91,7 @@ class Follower(Process):
         self._connected = False  # the current session got the primary's hello
         self.primary = config.primary[0] if config.primary else ""  # the one followed now
         self._successor = ""  # a primary named by a refusing one: tried first
-        self.refusing_primary = ""  # "primary refusing, no successor named" while so
+        self.remark = ""  # shown in the status: "primary refusing, no successor named", a divergence
         self.counters: Counter[str] = Counter()  # COPIED_BYTES, COPIED_IDS, RECONNECTS (metrics.py)
         self.metrics: MetricsServer | None = None
         self._copied = (0, 0)  # (bytes, ids) written this session: the progress
@@ -118,11 +131,11 @@ class Follower(Process):
                  partition=active.number, offset=active.size, fsync=str(config.fsync),
                  speedups=speedups.IMPLEMENTATION)
 
-    def _open(self) -> FileLog:
+    def _open(self, lock: Any = None) -> FileLog:
         config = self.config
         flog = self.log = FileLog(config.data_dir, index_interval=config.index_interval,
                                   fsync=config.fsync.mode is not FsyncMode.NEVER,
-                                  fsync_func=self._fsyncs, program="logd-follower",
+                                  fsync_func=self._fsyncs, program="logd-follower", lock=lock,
                                   on_fsync=self.metrics.fsync_seconds.observe if self.metrics else None)
         active = flog.partitions()[-1]
         self.synced = (active.number, active.size, flog.head())  # recovery fsynced it
@@ -145,6 +158,20 @@ class Follower(Process):
         self._caught_up = False
         log.warning("copy_moved_aside", code=why.code, reason=str(why), moved_to=aside,
                     data_dir=directory)
+
+    def _quarantine(self, epoch: int, point: int) -> None:
+        """--quarantine-diverged: the copy's records from ``point`` on are not
+        the primary's; move them to a quarantine file, cut the copy there
+        (under the same writer lock) and follow from the cut."""
+        flog = self.log
+        assert flog is not None
+        path, moved, lock = flog.quarantine_from(point, epoch)
+        self.log = None
+        self._open(lock=lock)
+        self._caught_up = False
+        self.remark = ""
+        log.warning("diverged_quarantined", epoch=epoch, first_id=point, last_id=point + moved - 1,
+                    records=moved, file=path, head=self._position()[2])
 
     def _retain(self, first_partition: int) -> None:
         """Delete what the primary no longer retains (never the active partition)."""
@@ -175,7 +202,7 @@ class Follower(Process):
     def status(self) -> str:
         copied = self._position()[2]
         lag = f"lag {max(0, self.primary_head - copied)} ids" if self._connected else "lag unknown"
-        state = f"{self.state}, {self.refusing_primary}" if self.refusing_primary else self.state
+        state = f"{self.state}, {self.remark}" if self.remark else self.state
         return (f"{state} (primary {self.primary}): copy at id {copied}, "
                 f"primary head {self.primary_head}, {lag}")
 
@@ -253,6 +280,19 @@ class Follower(Process):
                     continue  # the named successor, at once
             except LogdError as exc:
                 code = exit_for(exc)
+                point = parse_point(exc.message) if isinstance(exc, Diverged) else None
+                if point is not None and self.config.quarantine_diverged:
+                    try:
+                        self._quarantine(*point)
+                    except (OSError, LogdError, ValueError) as qexc:
+                        log.error("quarantine_failed", epoch=point[0], id=point[1], error=str(qexc))
+                        self.request_halt(EXIT_FAILURE, f"--quarantine-diverged failed: {qexc}")
+                        return
+                    continue
+                if point is not None:
+                    self.remark = f"diverged at epoch {point[0]} id {point[1]}"
+                    log.error("diverged", epoch=point[0], id=point[1], head=self._position()[2],
+                              hint="--quarantine-diverged moves the records from there aside and follows")
                 if code is not None and self.config.resync and self._position()[2]:
                     self._resync(exc)
                     continue
@@ -281,7 +321,7 @@ class Follower(Process):
                     self._sock = None
                 self._rep = None
             self.counters[RECONNECTS] += 1
-            if self._connected and not self.refusing_primary:
+            if self._connected and not self.remark:
                 failures = 0
             self._next_primary()
             wait = 0.0 if self._successor == self.primary else backoff.delay(
@@ -297,7 +337,7 @@ class Follower(Process):
         """The address to try next: a named successor first, then the --primary
         list in order (after the one that just failed)."""
         if self._successor and self._successor != self.primary:
-            self.primary, self.refusing_primary = self._successor, ""
+            self.primary, self.remark = self._successor, ""
         else:
             self._successor = ""
             addresses = self.config.primary
@@ -323,8 +363,8 @@ class Follower(Process):
             self._next_primary()
         else:
             log.warning("primary_refused", primary=self.primary, new_primary=None, final_id=refused.final)
-            self.refusing_primary = "primary refusing, no successor named"
-            self._set_state("stopped", why=self.refusing_primary, final_id=refused.final)
+            self.remark = "primary refusing, no successor named"
+            self._set_state("stopped", why=self.remark, final_id=refused.final)
         return False
 
     def _session(self) -> rp.RefusedFrame | None:
@@ -357,8 +397,9 @@ class Follower(Process):
                 last_crc = before.crc if before is not None else 0
         rep = Replicator(partition, offset, head, last_crc)
         history = flog.meta.history if head else None  # an empty copy adopts the primary's
-        hello = rp.FollowerHello(history, head, last_crc, config.name, fsync=str(config.fsync),
-                                 advertise=config.advertise)
+        ours = flog.meta.epochs
+        hello = rp.FollowerHello(history, head, last_crc, config.name, ours if head else (),
+                                 fsync=str(config.fsync), advertise=config.advertise)
         # An empty copy asks for the first retained partition, wherever that is.
         start = partition if head or offset else 0
         sock.sendall(encode_command("REPLICATE", start, 0, offset, rp.encode_follower_hello(hello)))
@@ -394,8 +435,13 @@ class Follower(Process):
                         self._set_state("streaming", head=event.id)
                 elif isinstance(event, rp.PrimaryHello):
                     begin = rep.on_hello(event)
+                    point = divergence(ours, event.epochs, head) if head else None
+                    if point is not None:  # an older primary would not have said so
+                        raise Diverged(diverged_message(ours, event.epochs, point, head),
+                                       partition, offset, point)
                     if history is None and event.history:
                         flog.adopt_history(event.history)
+                    flog.adopt_epochs(event.epochs)
                     if begin is not None:
                         flog.roll_to(begin.partition, begin.first_id)
                     self._retain(event.first_partition)
@@ -417,7 +463,7 @@ class Follower(Process):
                     sock.sendall(rp.encode_ack(rep.position, self.synced))
                     return event
             if wrote:
-                self.refusing_primary = ""  # it takes writes again (or another one does)
+                self.remark = ""  # it takes writes again (or another one does)
             if wrote and self.state == "catching up" and rep.last_id >= self.primary_head:
                 self._set_state("streaming", head=self.primary_head)
             if wrote:

@@ -17,6 +17,9 @@ replica), the stream goes on to its final id, then sends
 ``+REFUSED <final id> <new primary or ->`` instead of ``+EOF`` and ends: the
 follower's fence (it exits when it is the named new primary's copy, or
 follows the named one). A stream that starts at the final id gets it at once.
+When an ACCEPT starts a new epoch (a promoted read replica's streams), the
+stream ends with ``+EOF`` before any record of it: the follower reconnects,
+and the new hello carries the new epoch history, which it adopts.
 
 The backlog is the log on disk: nothing is buffered per follower. A follower
 that takes nothing for ``timeout`` seconds raises ``SendTimeout`` (dropped
@@ -28,6 +31,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from gevent.event import Event
 
 from . import protocol as p
@@ -43,6 +47,8 @@ if TYPE_CHECKING:
 __all__ = ["stream_replication", "HEARTBEAT"]
 
 HEARTBEAT = 1.0  # seconds between +HEAD frames while idle
+
+log = structlog.get_logger("logd.replicate")
 
 
 def _end_before(log_: Any, end: int) -> int | None:
@@ -106,9 +112,13 @@ def stream_replication(
         send_all(sock, rp.encode_head(committed, *commits.position), timeout)
 
     refused: tuple[int, str] | None = None
+    epoch = rep.epoch() if rep.epoch is not None else 0
 
     def end() -> int | None:
         nonlocal refused
+        if rep.epoch is not None and rep.epoch() != epoch:
+            log.info("replication_epoch_changed", epoch=rep.epoch(), was=epoch)
+            return cursor.next_id  # +EOF now: the follower reconnects and learns it
         stop = _end_before(log_, rep.end)
         refused = rep.refused() if rep.refused is not None else None
         if refused is not None and (stop is None or refused[0] + 1 < stop):

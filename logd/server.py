@@ -580,7 +580,7 @@ class _Connection:
         hello = rep.follower
         self.follower = followers[self.id] = FollowerState(
             self.peer.addr, hello.name if hello else "", fsync=hello.fsync if hello else "",
-            counted=hello is not None,
+            counted=hello is not None, advertise=hello.advertise if hello else "",
             lag=functools.partial(lag.measure, self.queue.log, self.queue.commits))
         if hello is not None:
             # What it says it has; its ACKs say more.

@@ -1,4 +1,4 @@
-"""Offline tools: ``logd check DIR [--fix]`` and ``logd dump PARTITION``.
+"""Offline tools: ``logd check DIR [--fix]`` and ``logd dump PARTITION`` (or a quarantine file).
 
 ``check`` reads every record of every partition (size, CRC, id sequence,
 MSG boundaries) and every index entry, and prints what it found with
@@ -220,7 +220,8 @@ def register(sub: Any) -> None:
     p.add_argument("--allow-empty", action="store_true",
                    help="exit 0 for a directory that holds no log yet (else: exit 2)")
     p.set_defaults(func=lambda a: check(a.directory, a.fix, allow_empty=a.allow_empty))
-    d = sub.add_parser("dump", help="print the records of a partition file")
+    d = sub.add_parser("dump", help="print the records of a partition file (or of a quarantine-*.log "
+                       "file: a follower's divergent records, docs/storage.rst)")
     d.add_argument("partition")
     d.set_defaults(func=lambda a: dump(a.partition))
 

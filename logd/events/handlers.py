@@ -23,6 +23,7 @@ from ..errors import (Diverged, Forbidden, InvalidArgument, NotRetained, OutOfRa
                       ShuttingDown, StorageError, UnknownCommand)
 from ..log import Log
 from ..protocol import replication as rp
+from ..log.epochs import diverged_message, divergence
 from .role import Role
 from .acks import Acks, WaitAcks
 
@@ -69,6 +70,9 @@ class Replication:
     # (final id, new primary or "") once this server refuses writes: the stream
     # ends there with +REFUSED; None while it takes them (and on a read replica).
     refused: Callable[[], tuple[int, str] | None] | None = None
+    # This server's epoch now: the stream ends (+EOF) when an ACCEPT changes
+    # it, so followers reconnect and learn the new epoch before its records.
+    epoch: Callable[[], int] | None = None
 
 
 @dataclass(slots=True)
@@ -83,6 +87,7 @@ class FollowerState:
     last_report: float = 0.0
     fsync: str = ""  # its --fsync policy, from its hello ("": not said)
     counted: bool = False  # a follower (it sent a hello), not an anonymous reader: --min-acks counts it
+    advertise: str = ""  # its hello's: the read replica serving its copy ("": not said)
     # (bytes, seconds) behind, from the written position (server.py: events/lag.py)
     lag: Callable[[tuple[int, int, int]], tuple[int, float]] | None = None
 
@@ -93,7 +98,7 @@ class FollowerState:
                 f"synced={'%d:%d:%d' % self.synced} lag_ids={max(0, head - self.written[2])} "
                 f"lag_bytes={lag_bytes} lag_seconds={lag_seconds:.3f} "
                 f"connected_since={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.since))} "
-                f"last_report={ago}")
+                f"last_report={ago} advertise={self.advertise or '-'}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +340,8 @@ class Handlers:
                  partition=hello.partition, offset=hello.offset, next_id=hello.next_id,
                  anonymous=follower is None)
         return Replication(hello.partition, hello.offset, hello.next_id, cmd.end,
-                           rp.encode_hello_reply(hello), follower, self._refused_at)
+                           rp.encode_hello_reply(hello), follower, self._refused_at,
+                           lambda: self.role.whoami().epoch)
 
     def _refused_at(self) -> tuple[int, str] | None:
         """A refusing primary's final id (its head: nothing is written after
@@ -363,7 +369,8 @@ class Handlers:
         if not self.role.replica:
             self.role.refuse("", f"epoch {theirs} seen from {peer.addr}, above this server's {ours}")
         raise Refused(f"this server is in epoch {ours} and the peer in epoch {theirs}: it is no "
-                      "longer the primary and takes no writes; do not follow it")
+                      "longer the primary and takes no writes; do not follow it",
+                      primary=self.role.new_primary or None)
 
     def plan_replication(self, start: int, offset: int, follower: rp.FollowerHello | None
                          ) -> rp.PrimaryHello:
@@ -394,6 +401,11 @@ class Handlers:
                 and follower.history != history:
             raise Diverged(f"history differs: the follower's is {follower.history}, "
                            f"the primary's {history}", **at)
+        if follower is not None and follower.last_id and meta is not None:
+            point = divergence(follower.epochs, meta.epochs, follower.last_id)
+            if point is not None:  # the follower holds records this log never had
+                raise Diverged(diverged_message(follower.epochs, meta.epochs, point, follower.last_id),
+                               start, offset, point)
         if start < first_part.number:
             raise NotRetained(f"partition {start} is no longer retained; the first retained "
                               f"is partition {first_part.number}", first=first, head=head)

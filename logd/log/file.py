@@ -51,7 +51,7 @@ from .meta import Meta, adopt
 from .meta import new as new_meta
 from .meta import save as save_meta
 from .partition import Partition, parse_name, partition_name
-from .marks import (CLEAN_MARKER, CleanEntry, RecoveryPoint, read_clean, read_recovery_point,
+from .marks import (CLEAN_MARKER, RECOVERY_POINT, CleanEntry, RecoveryPoint, read_clean, read_recovery_point,
                     write_clean, write_recovery_point)
 from .reader import LogReader
 from .recovery import Corrupt, recover_partition, trust_clean
@@ -118,6 +118,7 @@ class FileLog(LogReader):
         program: str | None = None,
         on_fsync: Callable[[float], None] | None = None,
         progress_every: float | None = None,  # None: PROGRESS_EVERY
+        lock: WriterLock | None = None,  # already held (quarantine_from): the open takes it over
     ) -> None:
         # Called with each `verifying` line's fields (every PROGRESS_EVERY s while
         # the open verifies). It may raise to abort the open: it is called only
@@ -125,6 +126,7 @@ class FileLog(LogReader):
         self._on_progress = on_progress
         self._progress_every = progress_every
         self._program = program  # who the lock file names (None: this process's command)
+        self._held_lock = lock
         self.on_fsync = on_fsync  # called with each sync round's fsync seconds (metrics.py)
         self.partition_size = partition_size
         self.fsync_enabled = fsync
@@ -148,7 +150,7 @@ class FileLog(LogReader):
     def _open(self) -> None:
         """The writer's open: take the lock, then recover (verify and repair)."""
         os.makedirs(self.directory, exist_ok=True)
-        lock = self._lock = WriterLock.acquire(self.directory, self._program)  # raises DirectoryLocked, naming the holder
+        lock = self._lock = self._held_lock or WriterLock.acquire(self.directory, self._program)  # raises DirectoryLocked, naming the holder
         try:
             self.meta: Meta = adopt(self.directory)  # before any repair: a bad meta file stops the open
             self._recover()
@@ -403,6 +405,88 @@ class FileLog(LogReader):
             raise StorageError(f"cannot write the metadata file: {exc.strerror or exc}") from exc
         self.meta = meta
         log.info("history_adopted", history=history)
+
+    def adopt_epochs(self, epochs: tuple[tuple[int, int], ...]) -> bool:
+        """A follower's copy takes its primary's epoch history (the handshake
+        checked the copy agrees with it up to its head), so that once promoted
+        its ACCEPT starts the primary's last epoch + 1. True: the file changed.
+
+        Raises:
+            StorageError: the meta file could not be written; nothing changed.
+        """
+        meta = self.meta
+        if not epochs or epochs == meta.epochs:
+            return False
+        new = Meta(meta.format, meta.history, meta.created, meta.role, tuple(epochs), meta.primary)
+        try:
+            save_meta(self.directory, new)
+        except OSError as exc:
+            raise StorageError(f"cannot write the metadata file: {exc.strerror or exc}") from exc
+        self.meta = new
+        log.info("epochs_adopted", epochs=" ".join(f"{e}:{f}" for e, f in epochs))
+        return True
+
+    def quarantine_from(self, point: int, epoch: int) -> tuple[str, int, WriterLock]:
+        """Move records ``point``..head (a follower's divergent suffix) aside
+        and cut the copy before ``point``; returns ``(quarantine file, records
+        moved, the writer lock)``. The log is closed, its lock kept: reopen
+        with ``FileLog(directory, ..., lock=lock)``.
+
+        The file is ``quarantine-<epoch>-<point>-<head>.log`` next to the
+        partitions, in the partition format (``logd dump`` reads it), written
+        and fsynced before anything is cut. The cut is recovery's: later
+        partitions removed, the one holding ``point`` truncated there, and
+        their indexes, the recovery point and the clean marker removed, so the
+        reopen verifies what is left; then a directory fsync. The epochs that
+        begin after the cut are dropped from the meta file.
+
+        Raises:
+            ValueError: ``point`` is not an id of this log.
+            OSError: the copy or the cut failed (the copy is written first).
+        """
+        head = self._head
+        if not self.first_id() <= point <= head:
+            raise ValueError(f"no record {point} in this log (ids {self.first_id()}..{head})")
+        name = f"quarantine-{epoch}-{point}-{head}.log"
+        path, tmp = os.path.join(self.directory, name), os.path.join(self.directory, name + ".tmp")
+        cut_at = self.locate(point)
+        with open(tmp, "wb") as out, self.cursor(point) as cursor:
+            for fd, offset, count in cursor.ranges(head + 1):
+                while count:
+                    chunk = os.pread(fd, min(count, 1 << 20), offset)
+                    if not chunk:
+                        raise OSError(errno.EIO, "partition shorter than its index")
+                    out.write(chunk)
+                    offset, count = offset + len(chunk), count - len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(tmp, path)
+        fsync_dir(self.directory)
+        lock, self._lock = self._lock, None
+        assert lock is not None
+        self.close()
+        keep, offset = cut_at
+        for p in self._partitions:
+            if p.number > keep.number:
+                os.unlink(p.path)
+            if p.number >= keep.number:
+                self._remove_index(p)
+        with open(keep.path, "r+b") as f:
+            f.truncate(offset)
+            os.fsync(f.fileno())
+        for mark in (CLEAN_MARKER, RECOVERY_POINT):
+            try:
+                os.unlink(os.path.join(self.directory, mark))
+            except FileNotFoundError:
+                pass
+        epochs = tuple(e for e in self.meta.epochs if e[1] < point) or self.meta.epochs[:1]
+        meta = self.meta
+        save_meta(self.directory, Meta(meta.format, meta.history, meta.created, meta.role, epochs,
+                                       meta.primary))
+        fsync_dir(self.directory)
+        log.warning("suffix_quarantined", file=path, first_id=point, last_id=head, epoch=epoch,
+                    partition=keep.number, offset=offset)
+        return path, head - point + 1, lock
 
     def _write(self, p: Partition, first: int, data: bytes, sizes: list[int]) -> int:
         start = p.size

@@ -6,29 +6,19 @@ ACCEPTs; another follower of A follows B from then on."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import logd
 from logd.errors import Refused
 
-from .test_failover_commands import head_of, meta, write
+from .test_failover_commands import head_of, meta, wait_for, write
 from .test_replication import digests
 
 pytestmark = pytest.mark.integration
 
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def bodies(directory: Path, first: int, end: int) -> list[bytes]:
@@ -53,8 +43,9 @@ def test_refuse_naming_b_hands_over_to_bs_replica_and_other_followers_follow_b(
     g = follower(a.addr, "--fsync", "never")
     write(a.addr, 20, tag="n")  # both are streaming these
     wait_for(lambda: head_of(b_dir) == 50 and head_of(g.data_dir) == 50, 30, "both followers at 50")
-    hello_names = [line for k, line in _stats(a).items() if k.startswith("follower_")]
-    assert len(hello_names) == 2
+    lines = sorted(line for k, line in _stats(a).items() if k.startswith("follower_"))
+    assert len(lines) == 2  # the STATS line names what F advertises
+    assert sorted(line.rsplit(" advertise=", 1)[1] for line in lines) == sorted([replica.addr, "-"])
     write(a.addr, 7, tag="last")  # in flight as REFUSE comes
     with logd.connect(a.addr) as client:
         final = client.refuse(replica.addr)
@@ -78,12 +69,23 @@ def test_refuse_naming_b_hands_over_to_bs_replica_and_other_followers_follow_b(
     assert g.proc is not None and g.proc.poll() is None
     assert bodies(g.data_dir, 56, 63) == [b"last5", b"last6"] + [b"on-b-%d" % i for i in range(5)]
     assert digests(g.data_dir) == digests(b_dir)
+    assert meta(g.data_dir)["epochs"] == [[1, 1], [2, 58]]  # B's history, learned before its records
     assert any(e.get("new_primary") == replica.addr for e in g.events("primary_refused"))
     # A keeps refusing and names B.
     with logd.connect(a.addr) as client:
         with pytest.raises(Refused) as info:
             client.append(b"late")
     assert info.value.primary == replica.addr
+    # G restarted with only A's address: A (epoch 1) answers its epoch-2 hello with
+    # ERR_CLIENT REFUSED ... (primary=B), and G follows B.
+    assert g.stop() == 0
+    g2 = follower(a.addr, "--fsync", "never", data_dir=g.data_dir)
+    wait_for(lambda: g2.events("primary_refused"), 30, "A's refusal")
+    assert g2.events("primary_refused")[0]["new_primary"] == replica.addr
+    assert "epoch 1 and the peer in epoch 2" in g2.events("primary_refused")[0]["reason"]
+    with logd.connect(replica.addr) as client:
+        client.append(b"after-restart")
+    wait_for(lambda: head_of(g.data_dir) == 63, 30, "G, restarted, to follow B")
 
 
 def _stats(server) -> dict[str, Any]:
