@@ -70,6 +70,7 @@ class FollowerHello:
     name: str = ""
     epochs: tuple[tuple[int, int], ...] = ()  # its copy's meta epochs; (): unknown (older follower)
     fsync: str = ""  # its --fsync policy ("": not said); --min-acks counts synced ids of "always"
+    advertise: str = ""  # its --advertise: the read replica serving its copy ("": not said)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +136,8 @@ def encode_hello_reply(hello: PrimaryHello) -> bytes:
 def encode_follower_hello(hello: FollowerHello) -> bytes:
     data: bytes = msgpack.packb(_with_epochs({"history": hello.history, "last_id": hello.last_id,
                                               "last_crc": hello.last_crc, "name": hello.name,
-                                              "fsync": hello.fsync}, hello.epochs))
+                                              "fsync": hello.fsync}, hello.epochs)
+                         | ({"advertise": hello.advertise} if hello.advertise else {}))
     return data
 
 
@@ -171,8 +173,12 @@ def decode_follower_hello(raw: bytes) -> FollowerHello:
         raise ValueError(f"hello 'name' must be a string, got {name!r}")
     if not isinstance(fsync, str):
         raise ValueError(f"hello 'fsync' must be a string, got {fsync!r}")
+    advertise = doc.get("advertise", "")
+    if not isinstance(advertise, str) or len(advertise) > 300:
+        raise ValueError(f"hello 'advertise' must be a host:port string, got {advertise!r:.80}")
     return FollowerHello(_history(doc, "hello"), _uint(doc, "last_id", "hello"),
-                         _uint(doc, "last_crc", "hello"), name[:200], _epochs(doc, "hello"), fsync[:40])
+                         _uint(doc, "last_crc", "hello"), name[:200], _epochs(doc, "hello"), fsync[:40],
+                         advertise)
 
 
 def _decode_primary_hello(raw: bytes) -> PrimaryHello:
