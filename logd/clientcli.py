@@ -600,9 +600,11 @@ def cmd_ping(args: argparse.Namespace) -> int:
 ADMIN_TOKEN_ENV = "LOGD_ADMIN_TOKEN"
 
 
-def _admin_client(args: argparse.Namespace) -> Client:
-    """A connection for admin commands: ``AUTH`` first when ``$LOGD_ADMIN_TOKEN`` is set."""
-    client = _client(args)
+def _admin_client(args: argparse.Namespace, host: str | None = None) -> Client:
+    """A connection for admin commands (to ``host``, else -H): ``AUTH`` first when
+    ``$LOGD_ADMIN_TOKEN`` is set."""
+    client = _client(args) if host is None else connect(
+        host, timeout=args.timeout, connect_timeout=min(args.timeout, 5.0))
     token = os.environ.get(ADMIN_TOKEN_ENV, "")
     if token:
         try:
@@ -646,11 +648,14 @@ def cmd_failover(args: argparse.Namespace) -> int:
         raise UsageError("--from HOST:PORT is required")
     if not args.abort and not args.to:
         raise UsageError("--to HOST:PORT is required (or --abort)")
+    def dial(address: str) -> Client:
+        return _admin_client(args, address)
+
     try:
         if args.abort:
-            failover.abort(args.from_, args.to, args.timeout, say=_say)
+            failover.abort(args.from_, args.to, dial, say=_say)
         else:
-            failover.run(args.from_, args.to, args.failover_timeout, args.timeout, say=_say)
+            failover.run(args.from_, args.to, args.failover_timeout, dial, say=_say)
     except failover.FailoverError as exc:
         _say(f"FAILED: {exc.what}")
         _say(f"state: {exc.state}")

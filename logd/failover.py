@@ -27,7 +27,6 @@ promoted.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from .client import Client, connect
 __all__ = ["EXIT_OK", "EXIT_UNREACHABLE", "EXIT_PRECHECK", "EXIT_REFUSE_FAILED",
            "EXIT_NOT_CAUGHT_UP", "EXIT_NOT_FENCED", "EXIT_ACCEPT_FAILED", "EXIT_ABORT_REFUSED",
            "FailoverError", "Outcome", "run", "abort", "same_address", "is_lock_error",
-           "fsynced_id", "DEFAULT_TIMEOUT", "ADMIN_TOKEN_ENV"]
+           "fsynced_id", "dial", "DEFAULT_TIMEOUT"]
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 10  # A or B cannot be reached before REFUSE: nothing changed
@@ -51,7 +50,6 @@ EXIT_ACCEPT_FAILED = 15  # ACCEPT on B failed otherwise: A refusing
 EXIT_ABORT_REFUSED = 16  # --abort: B was promoted (or could not be checked); nothing done
 
 DEFAULT_TIMEOUT = 30.0
-ADMIN_TOKEN_ENV = "LOGD_ADMIN_TOKEN"
 POLL = 0.1  # seconds between looks at B while waiting
 STEPS = 6
 
@@ -117,21 +115,12 @@ def fsynced_id(stats: dict[str, Any]) -> int:
 # -- connections -------------------------------------------------------------------
 
 
-def admin_client(address: str, timeout: float) -> Client:
-    """A connection for admin commands: ``AUTH`` first when ``$LOGD_ADMIN_TOKEN`` is set.
+Dial = Callable[[str], Client]  # address -> a connected client that may send admin commands
 
-    Raises:
-        ConnectionLost, Forbidden: as ``connect`` and ``Client.auth``.
-    """
-    client = connect(address, timeout=timeout, connect_timeout=min(timeout, 5.0))
-    token = os.environ.get(ADMIN_TOKEN_ENV, "")
-    if token:
-        try:
-            client.auth(token)
-        except BaseException:
-            client.close()
-            raise
-    return client
+
+def dial(address: str) -> Client:
+    """The default ``Dial``: ``logd.connect`` (the CLI's also sends $LOGD_ADMIN_TOKEN)."""
+    return connect(address)
 
 
 def _describe(exc: BaseException) -> str:
@@ -280,7 +269,7 @@ def accept_when_fenced(b: Client, addr_a: str, addr_b: str, final: int, deadline
     return epoch, first
 
 
-def run(addr_a: str, addr_b: str, timeout: float = DEFAULT_TIMEOUT, reply_timeout: float = 10.0,
+def run(addr_a: str, addr_b: str, timeout: float = DEFAULT_TIMEOUT, dial: Dial = dial,
         say: Say = print) -> Outcome:
     """The planned failover from A to B.
 
@@ -288,13 +277,13 @@ def run(addr_a: str, addr_b: str, timeout: float = DEFAULT_TIMEOUT, reply_timeou
         FailoverError: a step failed; its fields say what, the state and what next.
     """
     try:
-        a = admin_client(addr_a, reply_timeout)
+        a = dial(addr_a)
     except errors.LogdError as exc:
         raise FailoverError(EXIT_UNREACHABLE, f"cannot reach A {addr_a}: {_describe(exc)}",
                             "nothing was changed", "start A or fix --from, then retry") from exc
     try:
         try:
-            b = admin_client(addr_b, reply_timeout)
+            b = dial(addr_b)
         except errors.LogdError as exc:
             raise FailoverError(EXIT_UNREACHABLE, f"cannot reach B {addr_b}: {_describe(exc)}",
                                 f"nothing was changed: A {addr_a} is still the primary",
@@ -315,9 +304,11 @@ def run(addr_a: str, addr_b: str, timeout: float = DEFAULT_TIMEOUT, reply_timeou
             b.close()
     finally:
         a.close()
+    # B's head when it accepted is first - 1 (its epoch begins at its next id);
+    # writers redirected by A's refusals may have added to it since.
     say(f"[6/{STEPS}] done: the new primary is {addr_b}, epoch {epoch}; head ids: "
-        f"A {addr_a} {head_a} (refusing, names B), B {addr_b} {head_b}; "
-        f"B's next id is {first}")
+        f"A {addr_a} {head_a} (refusing, names B), B {addr_b} {first - 1} when it accepted "
+        f"({head_b} now); A's final id was {final}")
     return Outcome(final, epoch, first, head_a, head_b)
 
 
@@ -328,7 +319,7 @@ def _head(client: Client) -> int:
         return -1
 
 
-def abort(addr_a: str, addr_b: str | None, reply_timeout: float = 10.0, say: Say = print) -> int:
+def abort(addr_a: str, addr_b: str | None, dial: Dial = dial, say: Say = print) -> int:
     """``--abort``: A takes writes again (ACCEPT, a new epoch on A), unless B was promoted.
     Returns A's epoch.
 
@@ -338,7 +329,7 @@ def abort(addr_a: str, addr_b: str | None, reply_timeout: float = 10.0, say: Say
     """
     if addr_b:
         try:
-            with connect(addr_b, timeout=reply_timeout, connect_timeout=min(reply_timeout, 5.0)) as b:
+            with dial(addr_b) as b:
                 sb = b.stats()
         except errors.LogdError as exc:
             raise FailoverError(
@@ -357,7 +348,7 @@ def abort(addr_a: str, addr_b: str | None, reply_timeout: float = 10.0, say: Say
     else:
         say("abort: --to not given: not checking that B was not promoted")
     try:
-        with admin_client(addr_a, reply_timeout) as a:
+        with dial(addr_a) as a:
             epoch, first, changed = a.accept()
     except errors.ConnectionLost as exc:
         raise FailoverError(EXIT_UNREACHABLE, f"cannot reach A {addr_a}: {_describe(exc)}",
