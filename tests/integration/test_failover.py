@@ -256,6 +256,15 @@ def all_records(addr: str) -> list[tuple[int, bytes]]:
         return [(r.id, r.body) for r in client.read(1, head)] if head else []
 
 
+def _follower_hands_over() -> bool:
+    """Whether this tree's logd-follower has --advertise (the hand-over, built beside this)."""
+    out = subprocess.run([sys.executable, "-m", "follower", "--help"], capture_output=True, text=True,
+                         timeout=30)
+    return "--advertise" in out.stdout
+
+
+@pytest.mark.xfail(not _follower_hands_over(), strict=True,
+                   reason="needs logd-follower --advertise and its exit on +REFUSED (the follower side)")
 def test_planned_failover_under_writes_loses_nothing_and_continues_the_ids(logd_server, follower) -> None:
     a, f, b = advertised_pair(logd_server, follower)
     writers = [Writer(k, a.addr, after_move=100, deadline=time.monotonic() + 90) for k in range(4)]
