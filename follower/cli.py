@@ -2,12 +2,15 @@
 
 Exit codes (README.rst, "Replication"):
 
-  0   stopped by SIGTERM or SIGINT
+  0   stopped by SIGTERM or SIGINT, or handed over: the primary refused and
+      named this copy's server (--advertise) as the new primary; the copy
+      holds the primary's final id, fsynced, and the writer lock is free
   1   could not start (e.g. the directory is locked by another writer, named), or an fsync failed
   2   bad flags or config file
-  10  NOTRETAINED: the copy's position is no longer retained on the primary
+  10  NOTRETAINED: the copy's position is no longer retained on the primary;
+      the copy is kept untouched (--resync moves it aside and copies afresh)
   11  DIVERGED: the primary's log is another history, or not a continuation of
-      the copy; the copy is kept untouched
+      the copy; the copy is kept untouched (--resync: as for 10)
 """
 
 from __future__ import annotations
@@ -31,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"logd-follower {__version__}")
     parser.add_argument("--config", help="TOML file with settings (flags win)")
     for s in SETTINGS:
-        parser.add_argument(f"--{s.flag}", default=None, help=f"{s.help} [default: {s.default}]")
+        if s.switch:  # as logd serve's: given means true
+            parser.add_argument(f"--{s.flag}", action="store_true", default=None, help=s.help)
+        elif s.name == "primary":  # repeatable: every address, in order
+            parser.add_argument(f"--{s.flag}", action="append", default=None, help=f"{s.help} [{s.default}]")
+        else:
+            parser.add_argument(f"--{s.flag}", default=None, help=f"{s.help} [default: {s.default}]")
     return parser
 
 

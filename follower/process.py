@@ -11,12 +11,24 @@ link, a bad frame or a bad record is logged and retried from the copy's own
 tail, after capped jittered backoff (``logd/backoff.py``). A refusal it
 cannot fix by retrying stops the process: NOTRETAINED (exit 10) or DIVERGED
 (exit 11); it never truncates or replaces its copy because the primary says so.
+Only ``--resync`` acts on those: the copy is renamed, whole, to the sibling
+directory ``DIR.resync-<UTC time>`` (never deleted) and copied afresh.
+
+The primary's retention is applied: partitions it no longer retains (its
+hello's first partition, then ``+FIRST``) are deleted from the copy too,
+never the active one. The catch-up shows progress (progress.py).
+
+systemd: READY=1 once the first handshake succeeded, or at once when the copy
+already holds records (a read replica serves them while the primary is away);
+``STATUS=`` names the primary, the link state and the lag; ``WATCHDOG=1`` is
+withheld while an fsync has run for ``STALL_TIMEOUT`` (docs/server.rst).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -25,29 +37,35 @@ import gevent
 import structlog
 from gevent import socket as gsocket
 
-from logd import backoff
+from logd import backoff, faults
 from logd.client.connection import parse_address
 from logd.config import FsyncMode
-from logd.errors import ConnectionLost, LogdError, StorageError
+from logd.errors import ConnectionLost, LogdError, Refused, StorageError
 from logd.log import status as status_file
 from logd.log.file import FileLog
 from logd.metrics import MetricsServer
-from logd.process import EXIT_FAILURE, Halt, Process
+from logd.process import EXIT_FAILURE, Halt, InFlight, Process
 from logd.protocol import NEED_DATA, encode_command
 from logd.protocol import replication as rp
 
+from . import progress
 from .config import FollowerConfig
 from .metrics import COPIED_BYTES, COPIED_IDS, RECONNECTS, FollowerCollector
-from .replicator import BadStream, Replicator, exit_for
+from .replicator import BadStream, Replicator, exit_for, same_address
 
 __all__ = ["Follower"]
 
 log = structlog.get_logger("follower")
 
+STALL_TIMEOUT = 30.0  # seconds an fsync may run before the watchdog's pings stop
+
 
 class Follower(Process):
+    READY_AT_STARTUP = False  # READY=1 after the first handshake (or with a copy to serve)
+
     def __init__(self, config: FollowerConfig) -> None:
         super().__init__()
+        self._fsyncs = InFlight(faults.fsync_func())
         self.config = config
         self.log: FileLog | None = None
         self.greenlets: list[Any] = []
@@ -58,43 +76,111 @@ class Follower(Process):
         self._rep: Replicator | None = None
         self._caught_up = False
         self._connected = False  # the current session got the primary's hello
+        self.primary = config.primary[0] if config.primary else ""  # the one followed now
+        self._successor = ""  # a primary named by a refusing one: tried first
+        self.refusing_primary = ""  # "primary refusing, no successor named" while so
         self.counters: Counter[str] = Counter()  # COPIED_BYTES, COPIED_IDS, RECONNECTS (metrics.py)
         self.metrics: MetricsServer | None = None
+        self._copied = (0, 0)  # (bytes, ids) written this session: the progress
+        self._began = time.monotonic()  # this session's start
+        self._tty = sys.stderr.isatty()
 
     # -- the process base's part ------------------------------------------------------
 
     def startup(self) -> None:
         config = self.config
-        structlog.contextvars.bind_contextvars(leader=config.primary)
+        structlog.contextvars.bind_contextvars(leader=self.primary)
         if not config.primary or not config.data_dir:
             raise Halt(EXIT_FAILURE, "--primary and --data-dir are required")
         try:
-            parse_address(config.primary)
+            for address in config.primary + ((config.advertise,) if config.advertise else ()):
+                parse_address(address)
         except LogdError as exc:
             raise Halt(EXIT_FAILURE, str(exc)) from None
         try:
             if config.metrics is not None:
                 self.metrics = MetricsServer(config.metrics, prefix="logd_follower")
-            flog = self.log = FileLog(config.data_dir, index_interval=config.index_interval,
-                                      fsync=config.fsync.mode is not FsyncMode.NEVER,
-                                      program="logd-follower",
-                                      on_fsync=self.metrics.fsync_seconds.observe if self.metrics else None)
+            flog = self._open()
         except (StorageError, OSError) as exc:
             log.error("startup_failed", error=str(exc))
             raise Halt(EXIT_FAILURE, str(exc)) from None
         active = flog.partitions()[-1]
-        self.synced = (active.number, active.size, flog.head())  # recovery fsynced it
         if self.metrics is not None:
             self.metrics.serve(FollowerCollector(self.metrics_snapshot))
+        if flog.head():
+            self.set_ready()
         self.greenlets.append(gevent.spawn(self._link_loop))
+        self.greenlets.append(gevent.spawn(self._progress_loop))
         self.greenlets.append(gevent.spawn(self._status_loop))
         if config.fsync.mode is FsyncMode.INTERVAL:
             self.greenlets.append(gevent.spawn(self._sync_loop, config.fsync.interval_ms / 1000))
         log.info("follower_started", data_dir=flog.directory, head=flog.head(),
                  partition=active.number, offset=active.size, fsync=str(config.fsync))
 
+    def _open(self) -> FileLog:
+        config = self.config
+        flog = self.log = FileLog(config.data_dir, index_interval=config.index_interval,
+                                  fsync=config.fsync.mode is not FsyncMode.NEVER,
+                                  fsync_func=self._fsyncs, program="logd-follower",
+                                  on_fsync=self.metrics.fsync_seconds.observe if self.metrics else None)
+        active = flog.partitions()[-1]
+        self.synced = (active.number, active.size, flog.head())  # recovery fsynced it
+        return flog
+
+    def _resync(self, why: LogdError) -> None:
+        """--resync: rename the whole copy aside (never deleted) and start an empty one."""
+        flog = self.log
+        assert flog is not None
+        directory = flog.directory.rstrip("/")
+        flog.close()
+        self.log = None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside, n = f"{directory}.resync-{stamp}", 1
+        while os.path.exists(aside):
+            n += 1
+            aside = f"{directory}.resync-{stamp}-{n}"
+        os.rename(directory, aside)
+        self._open()
+        self._caught_up = False
+        log.warning("copy_moved_aside", code=why.code, reason=str(why), moved_to=aside,
+                    data_dir=directory)
+
+    def _retain(self, first_partition: int) -> None:
+        """Delete what the primary no longer retains (never the active partition)."""
+        assert self.log is not None
+        deleted = self.log.retain(before=first_partition)
+        if deleted:
+            log.info("retention_applied", deleted=deleted, first_partition=first_partition)
+
+    def _progress_loop(self) -> None:
+        """The catch-up's progress: one redrawn line on a terminal, else log lines."""
+        every = 0.5 if self._tty else self.config.progress_interval
+        while True:
+            gevent.sleep(every)
+            if self.state == "catching up":
+                self._progress()
+
+    def _progress(self, final: bool = False) -> None:
+        """One progress report; ``final``: the catch-up just ended (its totals)."""
+        copied_bytes, copied_ids = self._copied
+        f = progress.fields(copied_bytes, copied_ids, time.monotonic() - self._began,
+                            self._position()[2], self.primary_head)
+        if self._tty:
+            sys.stderr.write("\r" + progress.line(f) + ("\x1b[K\n" if final else "\x1b[K"))
+            sys.stderr.flush()
+        else:
+            log.info("catchup_progress", done=final, **f)
+
     def status(self) -> str:
-        return f"{self.state}: copy at id {self._position()[2]}, primary head {self.primary_head}"
+        copied = self._position()[2]
+        lag = f"lag {max(0, self.primary_head - copied)} ids" if self._connected else "lag unknown"
+        state = f"{self.state}, {self.refusing_primary}" if self.refusing_primary else self.state
+        return (f"{state} (primary {self.primary}): copy at id {copied}, "
+                f"primary head {self.primary_head}, {lag}")
+
+    def stuck(self) -> str | None:
+        running = self._fsyncs.oldest()
+        return f"an fsync has been running for {running:.1f}s" if running > STALL_TIMEOUT else None
 
     def metrics_snapshot(self) -> dict[str, Any]:
         return {"state": self.state, "primary_head": self.primary_head, "written": self._position(),
@@ -123,9 +209,13 @@ class Follower(Process):
 
     def _set_state(self, state: str, **why: Any) -> None:
         if state != self.state:
+            if self.state == "catching up" and state == "streaming":
+                self._progress(final=True)
+                if not self._caught_up:
+                    self._caught_up = True
+                    log.info("follower_caught_up", head=self.primary_head)
             self.state = state
             log.info("link_state", state=state, **why)
-            self.notify.status(self.status())
             self._save_status(state)
 
     def _save_status(self, state: str, reason: str = "") -> None:
@@ -135,7 +225,7 @@ class Follower(Process):
         link = state.replace(" ", "_")
         try:
             status_file.save(self.log.directory, status_file.FollowerStatus(
-                primary=self.config.primary, link=link if link in status_file.LINKS else "unknown",
+                primary=self.primary, link=link if link in status_file.LINKS else "unknown",
                 reason=reason, written=self._position(), fsynced=self.synced,
                 primary_head=self.primary_head, updated=time.time(), pid=os.getpid()))
         except OSError as exc:
@@ -152,18 +242,30 @@ class Follower(Process):
         while True:
             self._set_state("connecting")
             try:
-                self._session()
-                failures = 0
-                continue
+                refused = self._session()
+                if refused is None:
+                    failures = 0
+                    continue
+                if self._refused(refused):
+                    return
+                if refused.new_primary:
+                    continue  # the named successor, at once
             except LogdError as exc:
                 code = exit_for(exc)
+                if code is not None and self.config.resync and self._position()[2]:
+                    self._resync(exc)
+                    continue
                 if code is not None:
                     log.error("replication_refused", code=exc.code, reason=str(exc), exit_status=code,
                               data="kept, untouched")
                     self._set_state("stopped", why=exc.code)
                     self.request_halt(code, str(exc))
                     return
-                log.warning("link_lost", error=str(exc))
+                if isinstance(exc, Refused) and exc.primary and not self._is_me(exc.primary):
+                    log.warning("primary_refused", reason=str(exc), new_primary=exc.primary)
+                    self._successor = exc.primary
+                else:
+                    log.warning("link_lost", error=str(exc))
             except BadStream as exc:
                 log.error("bad_stream", reason=exc.reason, partition=exc.partition, offset=exc.offset)
             except (OSError, TimeoutError) as exc:
@@ -178,15 +280,56 @@ class Follower(Process):
                     self._sock = None
                 self._rep = None
             self.counters[RECONNECTS] += 1
-            if self._connected:
+            if self._connected and not self.refusing_primary:
                 failures = 0
-            wait = backoff.delay(failures, base=0.1, cap=self.config.max_backoff)
+            self._next_primary()
+            wait = 0.0 if self._successor == self.primary else backoff.delay(
+                failures, base=0.1, cap=self.config.max_backoff)
             failures += 1
-            log.info("reconnecting", in_seconds=round(wait, 3), failures=failures)
+            log.info("reconnecting", primary=self.primary, in_seconds=round(wait, 3), failures=failures)
             gevent.sleep(wait)
 
-    def _session(self) -> None:
-        """One connection: handshake, then frames until it breaks.
+    def _is_me(self, address: str) -> bool:
+        return bool(self.config.advertise) and same_address(address, self.config.advertise)
+
+    def _next_primary(self) -> None:
+        """The address to try next: a named successor first, then the --primary
+        list in order (after the one that just failed)."""
+        if self._successor and self._successor != self.primary:
+            self.primary, self.refusing_primary = self._successor, ""
+        else:
+            self._successor = ""
+            addresses = self.config.primary
+            i = addresses.index(self.primary) + 1 if self.primary in addresses else 0
+            self.primary = addresses[i % len(addresses)]
+        structlog.contextvars.bind_contextvars(leader=self.primary)
+
+    def _refused(self, refused: rp.RefusedFrame) -> bool:
+        """The primary refuses writes and sent everything up to its final id
+        (written, fsynced and ACKed by ``_session``). True: this process stops
+        (handed over); else the link loop tries the successor or retries."""
+        new = refused.new_primary
+        if new and self._is_me(new):
+            reason = (f"handed over: primary {self.primary} refused and named this copy's server "
+                      f"as the new primary")
+            log.warning("handed_over", primary=self.primary, new_primary=new, final_id=refused.final)
+            self._set_state("handed over", final_id=refused.final)
+            self.request_halt(0, reason)
+            return True
+        if new:
+            log.warning("primary_refused", primary=self.primary, new_primary=new, final_id=refused.final)
+            self._successor = new
+            self._next_primary()
+        else:
+            log.warning("primary_refused", primary=self.primary, new_primary=None, final_id=refused.final)
+            self.refusing_primary = "primary refusing, no successor named"
+            self._set_state("stopped", why=self.refusing_primary, final_id=refused.final)
+        return False
+
+    def _session(self) -> rp.RefusedFrame | None:
+        """One connection: handshake, then frames until it breaks; returns the
+        ``+REFUSED`` frame that ended it (everything up to its final id is
+        written, fsynced and ACKed), or None at ``+EOF``.
 
         Raises:
             LogdError: the primary refused or ended the stream (error line), or
@@ -197,7 +340,8 @@ class Follower(Process):
         flog, config = self.log, self.config
         assert flog is not None
         self._connected = False
-        family, addr = parse_address(config.primary)
+        self._copied, self._began = (0, 0), time.monotonic()
+        family, addr = parse_address(self.primary)
         sock = self._sock = gsocket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(config.connect_timeout)
         sock.connect(addr)
@@ -212,7 +356,8 @@ class Follower(Process):
                 last_crc = before.crc if before is not None else 0
         rep = Replicator(partition, offset, head, last_crc)
         history = flog.meta.history if head else None  # an empty copy adopts the primary's
-        hello = rp.FollowerHello(history, head, last_crc, config.name, fsync=str(config.fsync))
+        hello = rp.FollowerHello(history, head, last_crc, config.name, fsync=str(config.fsync),
+                                 advertise=config.advertise)
         # An empty copy asks for the first retained partition, wherever that is.
         start = partition if head or offset else 0
         sock.sendall(encode_command("REPLICATE", start, 0, offset, rp.encode_follower_hello(hello)))
@@ -235,31 +380,45 @@ class Follower(Process):
                         self.counters[COPIED_BYTES] += len(write.data)
                         self.counters[COPIED_IDS] += len(write.sizes)
                         wrote = True
+                        self._copied = (self._copied[0] + len(write.data),
+                                        self._copied[1] + len(write.sizes))
                 elif isinstance(event, rp.Next):
                     roll = rep.on_next(event)
                     flog.roll_to(roll.partition, roll.first_id)
+                elif isinstance(event, rp.First):
+                    self._retain(event.partition)
                 elif isinstance(event, rp.HeadFrame):
                     self.primary_head = max(self.primary_head, event.id)
                     if event.id <= rep.last_id:
                         self._set_state("streaming", head=event.id)
-                        if not self._caught_up:
-                            self._caught_up = True
-                            log.info("follower_caught_up", head=event.id)
                 elif isinstance(event, rp.PrimaryHello):
                     begin = rep.on_hello(event)
                     if history is None and event.history:
                         flog.adopt_history(event.history)
                     if begin is not None:
                         flog.roll_to(begin.partition, begin.first_id)
+                    self._retain(event.first_partition)
                     self._rep, self._connected = rep, True
                     self.primary_head = event.head
+                    self.set_ready()
                     self._set_state("catching up" if event.head > head else "streaming",
                                     primary_head=event.head, partition=event.partition,
                                     offset=event.offset)
                     # What the copy holds already: --min-acks on the primary counts it.
                     sock.sendall(rp.encode_ack(rep.position, self.synced))
                 elif isinstance(event, rp.End):
-                    return
+                    return None
+                elif isinstance(event, rp.RefusedFrame):
+                    if event.final != rep.last_id:
+                        raise BadStream(f"REFUSED at final id {event.final}, but the copy is at "
+                                        f"{rep.last_id}", *rep.position[:2])
+                    self._sync()  # whatever --fsync says: the copy may become the primary
+                    sock.sendall(rp.encode_ack(rep.position, self.synced))
+                    return event
+            if wrote:
+                self.refusing_primary = ""  # it takes writes again (or another one does)
+            if wrote and self.state == "catching up" and rep.last_id >= self.primary_head:
+                self._set_state("streaming", head=self.primary_head)
             if wrote:
                 if always:
                     self._sync()

@@ -566,6 +566,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 _FOLLOWER_COLUMNS = (("addr", "ADDRESS"), ("name", "NAME"), ("written", "WRITTEN P:O:ID"),
                      ("synced", "SYNCED P:O:ID"), ("lag_ids", "LAG IDS"),
+                     ("lag_bytes", "LAG BYTES"), ("lag_seconds", "LAG S"),
                      ("connected_since", "CONNECTED SINCE"), ("last_report", "LAST REPORT"))
 
 

@@ -389,6 +389,8 @@ class ServerConfig(_Table):
                                       "close a connection whose command stays incomplete this long")
     send_timeout: float = _setting(30.0, _duration, "drop a reader that takes no bytes this long")
     shutdown_timeout: float = _setting(10.0, _duration, "bound on each graceful shutdown step")
+    stall_timeout: float = _setting(30.0, _duration, "under systemd's WatchdogSec=: withhold the watchdog's "
+                                    "pings while an fsync or a commit is this late (systemd restarts logd)")
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("auto", _choice("auto", "json", "console"),
                                "auto: JSON lines off a terminal, human-readable on one")

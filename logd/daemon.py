@@ -6,6 +6,11 @@ reports progress (``STATUS=`` and ``EXTEND_TIMEOUT_USEC=`` with each
 ``verifying`` line, every 2 s) and can be stopped by SIGTERM; then the
 listeners start, ``listening`` is logged, and READY=1 goes out.
 
+Running, the process base sends ``STATUS=`` (``status()``: role, epoch,
+head, followers and their lag; a replica's primary, link and lag) when it
+changed, and ``WATCHDOG=1`` unless ``stuck()``: an fsync in flight, or
+written ids not synced, for ``--stall-timeout`` (docs/server.rst, "systemd").
+
 Stopping (SIGTERM, SIGINT or SHUTDOWN), after gunicorn's GeventWorker and
 Redis's shutdown: stop accepting connections; stop accepting writes and let
 the queue finish what is in flight (every MSG already received is answered);
@@ -27,6 +32,7 @@ import errno
 import os
 import resource
 import socket
+import time
 from typing import Any
 
 import gevent
@@ -43,7 +49,7 @@ from .log.file import PROGRESS_EVERY, FileLog
 from .log.meta import META_FILE
 from .log.reader import LogReader
 from .metrics import MetricsServer, ServerCollector
-from .process import EXIT_FAILURE, Halt, Process
+from .process import EXIT_FAILURE, Halt, InFlight, Process
 from .server import Listener, tcp_listener, unix_listener
 from .stats import Stats
 from .watch import Watcher
@@ -99,6 +105,8 @@ class Daemon(Process):
         self.metrics: MetricsServer | None = None
         self._stopping = Event()
         self._queue_stats: Any = dict
+        self._fsyncs = InFlight(faults.fsync_func())  # the watchdog asks it how long one has run
+        self._unsynced_since: tuple[int, float] | None = None  # (synced head, since when) while behind
 
     def startup(self) -> None:
         """Bind, recover the log, start serving.
@@ -216,11 +224,12 @@ class Daemon(Process):
             partition_size=config.partition_size,
             index_interval=config.index_interval,
             fsync=config.fsync.mode is not FsyncMode.NEVER,
-            fsync_func=faults.fsync_func(),
+            fsync_func=self._fsyncs,
             on_fsync=self.metrics.fsync_seconds.observe if self.metrics is not None else None,
             verify=config.verify_on_start,
             allow_corrupt=config.allow_corrupt,
             on_progress=self._recovery_progress,
+            progress_every=faults.progress_every(),
         )
 
     def _open_replica(self) -> tuple[LogReader, Watcher]:
@@ -273,9 +282,48 @@ class Daemon(Process):
         self.dispatch()  # a SIGTERM now stops the start: Halt leaves the open (file.py allows it)
 
     def status(self) -> str:
-        assert self.log is not None
-        read_only = " read-only" if self.watcher is not None else ""
-        return f"serving{read_only} head={self.log.head()}"
+        """One line for ``systemctl status``."""
+        assert self.log is not None and self.queue is not None
+        head = self.log.head()
+        if self.watcher is not None:
+            rs = self.watcher.stats()
+            lag = f"lag {rs['lag_ids']} ids" if rs["lag_ids"] != -1 else "lag unknown"
+            return (f"read replica of {rs['primary'] or 'an unknown primary'}: link {rs['link']}, "
+                    f"head {head}, {lag}")
+        flog = self.log
+        assert isinstance(flog, FileLog)
+        text = f"primary epoch {flog.meta.epochs[-1][0]}: head {head}, synced {flog.synced_head()}"
+        failed = flog.failed
+        if failed is not None:
+            text += f", WRITES STOPPED ({failed})"
+        followers = sorted(self.queue.handlers.followers.values(), key=lambda f: f.since)
+        if not followers:
+            return text + ", no followers"
+        shown = [f"{f.name or f.addr} lag {max(0, head - f.written[2])}" for f in followers[:3]]
+        more = f" and {len(followers) - 3} more" if len(followers) > 3 else ""
+        return text + f", {len(followers)} follower{'s' if len(followers) > 1 else ''}: " + ", ".join(shown) + more
+
+    def stuck(self) -> str | None:
+        """The writer is wedged: an fsync in flight, or written ids left unsynced, past --stall-timeout."""
+        flog, bound = self.log, self.config.stall_timeout
+        if not isinstance(flog, FileLog) or self.config.fsync.mode is FsyncMode.NEVER:
+            return None
+        running = self._fsyncs.oldest()
+        if running > bound:
+            return f"an fsync has been running for {running:.1f}s"
+        if flog.failed is not None:  # writes stopped on purpose (fsyncgate): reads still served
+            return None
+        synced, now = flog.synced_head(), time.monotonic()
+        if flog.head() <= synced:
+            self._unsynced_since = None
+            return None
+        if self._unsynced_since is None or self._unsynced_since[0] != synced:
+            self._unsynced_since = (synced, now)
+        late = now - self._unsynced_since[1]
+        allowed = bound + self.config.fsync.interval_ms / 1000
+        if late > allowed:
+            return f"ids after {synced} written {late:.1f}s ago and not synced yet"
+        return None
 
     def _bind(self) -> list[socket.socket]:
         """The listening sockets, or OSError naming the address that failed."""

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from . import errors
 from .client import Client, connect
+from .client.connection import parse_address
 
 __all__ = ["EXIT_OK", "EXIT_UNREACHABLE", "EXIT_PRECHECK", "EXIT_REFUSE_FAILED",
            "EXIT_NOT_CAUGHT_UP", "EXIT_NOT_FENCED", "EXIT_ACCEPT_FAILED", "EXIT_ABORT_REFUSED",
@@ -80,24 +81,27 @@ Say = Callable[[str], None]
 # -- pure helpers -----------------------------------------------------------------
 
 
-def _resolve(address: str) -> set[tuple[str, int]]:
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
+def _resolve(parsed: tuple[int, str | tuple[str, int]]) -> set[tuple[str, int]]:
+    _, where = parsed
+    if not isinstance(where, tuple):  # a unix socket path: only equal paths match
+        return set()
     try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-    except (OSError, ValueError):
+        infos = socket.getaddrinfo(where[0], where[1], type=socket.SOCK_STREAM)
+    except OSError:
         return set()
     return {(str(info[4][0]), int(info[4][1])) for info in infos}
 
 
 def same_address(a: str, b: str) -> bool:
-    """Whether two ``host:port`` strings name the same endpoint (``localhost:1774``
-    and ``127.0.0.1:1774`` do): equal as written, or resolving to a common address."""
-    if a == b:
-        return True
-    if not a or not b:
-        return False
-    return bool(_resolve(a) & _resolve(b))
+    """Whether two addresses name the same endpoint: equal once parsed
+    (``parse_address``, as the follower compares its ``--advertise``), or
+    resolving to a common address (``localhost:1774`` and ``127.0.0.1:1774``:
+    B's follower may name A as the operator does not)."""
+    try:
+        pa, pb = parse_address(a), parse_address(b)
+    except errors.LogdError:
+        return a == b
+    return pa == pb or bool(_resolve(pa) & _resolve(pb))
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -159,7 +163,9 @@ def check(a: Client, b: Client, addr_a: str, addr_b: str, say: Say) -> dict[str,
                    f"start B's logd-follower with --primary {addr_a} --advertise {addr_b}, "
                    "or name its primary with --from")
     link = str(sb.get("link", ""))
-    if link not in ("streaming", "catching_up", "connecting"):
+    # Run again after a failure, the follower may have handed over already (link stopped):
+    # steps 3 and 4 check what matters, the final id fsynced and the lock released.
+    if link not in ("streaming", "catching_up", "connecting") and not resuming:
         raise fail(f"B's follower is not running (link {link!r}: {sb.get('link_reason', '')})",
                    f"start B's logd-follower (--primary {addr_a} --advertise {addr_b}) and retry")
     what = "already refusing, naming B (a failover run again)" if resuming else "primary"
@@ -263,8 +269,9 @@ def accept_when_fenced(b: Client, addr_a: str, addr_b: str, final: int, deadline
                     f"`logd accept -H {addr_b}`")
             time.sleep(POLL)
     waited = time.monotonic() - started
+    refused = tries - 1
     say(f"[4/{STEPS}] fence: B's follower released the directory after {waited:.1f}s "
-        f"({tries - 1} ACCEPTs refused while it held the lock)")
+        f"({refused} ACCEPT{'' if refused == 1 else 's'} refused while it held the lock)")
     say(f"[5/{STEPS}] accept: B {addr_b} takes writes: epoch {epoch}, first id {first}")
     return epoch, first
 

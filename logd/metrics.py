@@ -151,18 +151,21 @@ def _follower_families(head: int, followers: Sequence[FollowerState]) -> list[Me
                                 labels=["follower"])
     synced = GaugeMetricFamily("logd_replication_synced_id", "Last id the follower reported fsynced",
                                labels=["follower"])
-    lag_seconds = GaugeMetricFamily("logd_replication_lag_seconds", "Age of the oldest message the "
-                                    "follower lacks (0: none)", labels=["follower"])
+    lag_seconds = GaugeMetricFamily("logd_replication_lag_seconds", "Age of the oldest committed message "
+                                    "the follower lacks (0: none)", labels=["follower"])
+    lag_bytes = GaugeMetricFamily("logd_replication_lag_bytes", "Committed bytes the follower has not "
+                                  "written yet", labels=["follower"])
     for label, f in zip(_follower_labels(followers), followers):
         lag.add_metric([label], max(0, head - f.written[2]))
         written.add_metric([label], f.written[2])
         synced.add_metric([label], f.synced[2])
-        seconds = _number(getattr(f, "lag_seconds", None))  # when STATS has it (issue 9)
-        if seconds is not None:
-            lag_seconds.add_metric([label], seconds)
+        if f.lag is not None:  # the same figures as its STATS line (events/lag.py)
+            behind_bytes, behind_seconds = f.lag(f.written)
+            lag_bytes.add_metric([label], behind_bytes)
+            lag_seconds.add_metric([label], behind_seconds)
     out: list[Metric] = [lag, written, synced]
     if lag_seconds.samples:
-        out.append(lag_seconds)
+        out += [lag_bytes, lag_seconds]
     return out
 
 

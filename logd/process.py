@@ -24,9 +24,16 @@ it from the main greenlet; other greenlets call ``request_halt()``, which
 wakes the main loop to raise it there. The follower adds its own exit codes.
 
 Notify hooks (``self.notify``) speak sd_notify (systemd.py): READY, STATUS,
-EXTEND_TIMEOUT_USEC, WATCHDOG and STOPPING. With ``$WATCHDOG_USEC`` set the
-main loop sends ``WATCHDOG=1`` every half interval: it proves that the main
-greenlet gets to run, so a hub stuck in a blocking call is caught.
+EXTEND_TIMEOUT_USEC, WATCHDOG and STOPPING. READY=1 goes out once
+``startup()`` returned, or, for a subclass that sets ``READY_AT_STARTUP =
+False`` (the follower), once it calls ``set_ready()``. The main loop sends
+``STATUS=`` when ``status()`` changed, checked once a second (so at most
+one a second, however fast the head moves). With
+``$WATCHDOG_USEC`` set it sends ``WATCHDOG=1`` every half interval: that
+proves the main greenlet gets to run (a hub stuck in a blocking call is
+caught), and before each ping it asks ``stuck()``: a reason there (an fsync
+in flight too long, ``InFlight``) withholds the ping, so systemd restarts a
+process whose writer is wedged.
 """
 
 from __future__ import annotations
@@ -43,12 +50,13 @@ import structlog
 
 from . import systemd
 
-__all__ = ["EXIT_OK", "EXIT_FAILURE", "Halt", "Notifier", "Process"]
+__all__ = ["EXIT_OK", "EXIT_FAILURE", "Halt", "InFlight", "Notifier", "Process", "STATUS_EVERY"]
 
 log = structlog.get_logger("logd.process")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # could not start, or failed while running (the error is logged)
+STATUS_EVERY = 1.0  # seconds: the bound on STATUS= updates (systemctl status needs no more)
 
 
 class Halt(BaseException):
@@ -83,10 +91,38 @@ class Notifier:
         return self._send("STOPPING=1", f"STATUS={status}") if status else self._send("STOPPING=1")
 
 
+class InFlight:
+    """Wraps a blocking call (an fsync) and knows how long the oldest running one has run.
+
+    The calls run in the hub's threadpool; the watchdog asks from the main
+    greenlet. Each call keeps its start time in a dict by a token of its own:
+    a dict's set and delete are atomic under the GIL, so no lock is needed.
+    """
+
+    def __init__(self, call: Callable[[int], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self._call = call
+        self._clock = clock
+        self._started: dict[object, float] = {}
+
+    def __call__(self, fd: int) -> None:
+        token = object()
+        self._started[token] = self._clock()
+        try:
+            self._call(fd)
+        finally:
+            del self._started[token]
+
+    def oldest(self) -> float:
+        """Seconds the longest-running call has been running; 0.0 when none runs."""
+        started = list(self._started.values())
+        return self._clock() - min(started) if started else 0.0
+
+
 class Process:
     """Subclasses override ``startup``, ``shutdown`` and, if they like, the handlers."""
 
     SIGNALS: dict[int, str] = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup"}
+    READY_AT_STARTUP = True  # False: the subclass calls set_ready() when it is
 
     def __init__(self, notify: Notifier | None = None) -> None:
         self.notify = notify or Notifier()
@@ -95,6 +131,10 @@ class Process:
         self._wake_r = self._wake_w = -1
         self._previous_wakeup = -1
         self._halt: Halt | None = None
+        self._ready = self._ready_sent = False
+        self._status_sent = ""
+        self._status_at = 0.0  # monotonic time of the last STATUS= check
+        self._withheld: str | None = None  # why watchdog pings are withheld, if they are
 
     # -- the subclass's part ----------------------------------------------------------
 
@@ -102,8 +142,12 @@ class Process:
         """Get ready to serve; may take long (call ``dispatch()`` at progress points)."""
 
     def status(self) -> str:
-        """The STATUS= text sent with READY=1."""
+        """The STATUS= text: sent with READY=1, then again whenever it changed."""
         return ""
+
+    def stuck(self) -> str | None:
+        """Why the process cannot do its work (watchdog pings are withheld), or None."""
+        return None
 
     def shutdown(self, halt: Halt) -> None:
         """Stop; called after ``startup`` returned or raised ``Halt``."""
@@ -131,7 +175,8 @@ class Process:
             try:
                 self.startup()
                 self.dispatch()
-                self.notify.ready(self.status())
+                if self.READY_AT_STARTUP:
+                    self._ready = True
                 self.main_loop()
             except Halt as exc:
                 halt = exc
@@ -141,19 +186,53 @@ class Process:
         finally:
             self.restore_signals()
 
+    def set_ready(self) -> None:
+        """The process serves now: the main loop sends READY=1 (once; from any greenlet)."""
+        if not self._ready:
+            self._ready = True
+            self._wakeup()
+
     def main_loop(self) -> None:
-        """Wait for signals and halt requests, and feed the watchdog; until ``Halt``."""
+        """Wait for signals and halt requests; send READY, STATUS and the watchdog's pings; until ``Halt``."""
         interval = systemd.watchdog_interval()
         period = interval / 2 if interval else None
-        next_ping = time.monotonic() + period if period else None
-        if period:
-            self.notify.watchdog()
+        next_ping = time.monotonic()
         while True:
-            self.wait(None if next_ping is None else max(0.0, next_ping - time.monotonic()))
+            self._notify_ready_and_status()
+            now = time.monotonic()
+            if period is not None and now >= next_ping:
+                self._ping()
+                next_ping = now + period
+            due = self._status_at + STATUS_EVERY
+            if period is not None:
+                due = min(due, next_ping)
+            self.wait(max(0.0, due - time.monotonic()))
             self.dispatch()
-            if next_ping is not None and period is not None and time.monotonic() >= next_ping:
-                self.notify.watchdog()
-                next_ping = time.monotonic() + period
+
+    def _notify_ready_and_status(self) -> None:
+        now = time.monotonic()
+        if self._ready and not self._ready_sent:
+            self._ready_sent = True
+            self._status_sent, self._status_at = self.status(), now
+            self.notify.ready(self._status_sent)
+        elif now - self._status_at >= STATUS_EVERY:
+            self._status_at = now
+            text = self.status()
+            if text != self._status_sent:
+                self._status_sent = text
+                self.notify.status(text)
+
+    def _ping(self) -> None:
+        why = self.stuck()
+        if why is None:
+            if self._withheld is not None:
+                log.info("watchdog_resumed", was=self._withheld)
+                self._withheld = None
+            self.notify.watchdog()
+        elif self._withheld is None:
+            self._withheld = why
+            log.error("watchdog_withheld", reason=why,
+                      hint="systemd restarts the process when WatchdogSec= passes without a ping")
 
     def install_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

@@ -8,7 +8,15 @@ them. A range never straddles partitions and always ends where a committed
 MSG ends, so the follower can verify each frame whole and write it where the
 frame says. When the cursor moves into the next partition, ``+NEXT`` says so
 first; while nothing is committed, ``+HEAD`` goes out every ``heartbeat``
-seconds. The frames are in ``protocol/replication.py``.
+seconds. When retention has moved the first retained partition since the
+follower last heard (at a ``+NEXT`` and before each ``+HEAD``), ``+FIRST``
+says so: the follower deletes what the primary no longer keeps. The frames are in ``protocol/replication.py``.
+
+Once this server refuses writes (REFUSE, or a higher epoch seen; not a read
+replica), the stream goes on to its final id, then sends
+``+REFUSED <final id> <new primary or ->`` instead of ``+EOF`` and ends: the
+follower's fence (it exits when it is the named new primary's copy, or
+follows the named one). A stream that starts at the final id gets it at once.
 
 The backlog is the log on disk: nothing is buffered per follower. A follower
 that takes nothing for ``timeout`` seconds raises ``SendTimeout`` (dropped
@@ -70,8 +78,17 @@ def stream_replication(
     except LogdError as exc:  # retention deleted it since the handler looked
         send_all(sock, p.encode_error(exc), timeout)
         return
+    first = log_.partitions()[0]
+    retained = first.number  # the hello said so; +FIRST when retention moves it
     send_all(sock, rep.hello, timeout)
     current = cursor.partition
+
+    def send_first() -> None:
+        nonlocal retained
+        first = log_.partitions()[0]
+        if first.number != retained:
+            send_all(sock, rp.encode_first(first.number, first.first_id), timeout)
+            retained = first.number
 
     def send_range(fd: int, offset: int, count: int) -> None:
         nonlocal current
@@ -80,11 +97,31 @@ def stream_replication(
         if here != current:
             send_all(sock, rp.encode_next(*here), timeout)
             current = here
+            send_first()  # retention runs at rolls
         send_all(sock, rp.encode_data(here[0], offset, count), timeout)
         send_file(sock, fd, offset, count, timeout)
 
     def heartbeat_frame(committed: int) -> None:
+        send_first()
         send_all(sock, rp.encode_head(committed, *commits.position), timeout)
 
-    send_committed(sock, cursor, commits, lambda: _end_before(log_, rep.end), send_range, gone,
-                   close_requested, timeout, heartbeat, heartbeat_frame)
+    refused: tuple[int, str] | None = None
+
+    def end() -> int | None:
+        nonlocal refused
+        stop = _end_before(log_, rep.end)
+        refused = rep.refused() if rep.refused is not None else None
+        if refused is not None and (stop is None or refused[0] + 1 < stop):
+            return refused[0] + 1
+        return stop
+
+    def last_frame() -> bytes:
+        if refused is not None and cursor.next_id > refused[0]:
+            try:
+                return rp.encode_refused(*refused)
+            except ValueError:  # a new primary that is no address word: not named
+                return rp.encode_refused(refused[0], "")
+        return p.EOF
+
+    send_committed(sock, cursor, commits, end, send_range, gone, close_requested, timeout, heartbeat,
+                   heartbeat_frame, last_frame)

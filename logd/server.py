@@ -18,6 +18,7 @@ the ``--max-clients`` slot are released at once.
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import os
 import socket
@@ -38,6 +39,7 @@ from .config import ServerConfig
 from .errors import ClientError, InvalidArgument, ProtocolError, StorageError, TooManyClients
 from .events import CloseAfter, EventQueue, Peer, Stream
 from .events.acks import WaitAcks
+from .events import lag
 from .events.handlers import FollowerState, Replication
 from .replicate import stream_replication
 from .stream import SendTimeout, send_all, stream_records
@@ -578,7 +580,8 @@ class _Connection:
         hello = rep.follower
         self.follower = followers[self.id] = FollowerState(
             self.peer.addr, hello.name if hello else "", fsync=hello.fsync if hello else "",
-            counted=hello is not None)
+            counted=hello is not None,
+            lag=functools.partial(lag.measure, self.queue.log, self.queue.commits))
         if hello is not None:
             # What it says it has; its ACKs say more.
             self.follower.written = (rep.partition, rep.offset, rep.next_id - 1)

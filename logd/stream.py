@@ -101,6 +101,7 @@ def send_committed(
     timeout: float,
     heartbeat: float | None = None,
     on_idle: Callable[[int], None] | None = None,
+    last_frame: Callable[[], bytes] | None = None,
 ) -> None:
     """The loop READ and REPLICATE streams share: hand every committed range
     from the cursor to ``send_range(fd, offset, count)`` until ``end()`` (the
@@ -109,7 +110,8 @@ def send_committed(
     Ends early with ``ERR SHUTDOWN`` on shutdown, with the cursor's error line
     (``NOTRETAINED``, ``CORRUPT``), with ``+EOF`` on ``close_requested``, and
     silently when the peer is ``gone``. ``on_idle(committed)`` runs after each
-    ``heartbeat`` seconds in which nothing was committed.
+    ``heartbeat`` seconds in which nothing was committed. ``last_frame()``
+    is what goes out at ``end()`` instead of ``+EOF`` (REPLICATE's ``+REFUSED``).
     """
     stops = [gone] + ([close_requested] if close_requested else [])
     while True:
@@ -130,9 +132,10 @@ def send_committed(
             except LogdError as exc:
                 send_all(sock, p.encode_error(exc), timeout)
                 return
-        if (stop_at is not None and cursor.next_id >= stop_at) or (
-            close_requested is not None and close_requested.is_set()
-        ):
+        if stop_at is not None and cursor.next_id >= stop_at:
+            send_all(sock, last_frame() if last_frame is not None else p.EOF, timeout)
+            return
+        if close_requested is not None and close_requested.is_set():
             send_all(sock, p.EOF, timeout)
             return
         commits.wait(seen, *stops, timeout=heartbeat)

@@ -15,8 +15,12 @@ streams follow that one, REPLICATE streams this one.
 
 from __future__ import annotations
 
+import time
+
 import gevent
 from gevent.event import Event
+
+from .lag import CommitTimes
 
 __all__ = ["Commits"]
 
@@ -27,11 +31,14 @@ class Commits:
         self.position = position
         self.stopped = Event()
         self._event = Event()  # replaced at each publish: set means "something new"
+        self.times = CommitTimes()  # when ids were committed: followers' lag in seconds
+        self.times.record(committed, time.monotonic())  # older ids: at least since we started
 
     def publish(self, committed: int, position: tuple[int, int]) -> None:
         """Ids up to ``committed`` (ending at ``position``) are committed; wake waiters."""
         self.committed = committed
         self.position = position
+        self.times.record(committed, time.monotonic())
         event, self._event = self._event, Event()
         event.set()
 

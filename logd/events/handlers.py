@@ -65,6 +65,9 @@ class Replication:
     end: int
     hello: bytes
     follower: rp.FollowerHello | None
+    # (final id, new primary or "") once this server refuses writes: the stream
+    # ends there with +REFUSED; None while it takes them (and on a read replica).
+    refused: Callable[[], tuple[int, str] | None] | None = None
 
 
 @dataclass(slots=True)
@@ -79,11 +82,15 @@ class FollowerState:
     last_report: float = 0.0
     fsync: str = ""  # its --fsync policy, from its hello ("": not said)
     counted: bool = False  # a follower (it sent a hello), not an anonymous reader: --min-acks counts it
+    # (bytes, seconds) behind, from the written position (server.py: events/lag.py)
+    lag: Callable[[tuple[int, int, int]], tuple[int, float]] | None = None
 
     def describe(self, head: int, now: float) -> str:
         ago = f"{now - self.last_report:.1f}s" if self.last_report else "never"
+        lag_bytes, lag_seconds = self.lag(self.written) if self.lag is not None else (0, 0.0)
         return (f"addr={self.addr} name={self.name or '-'} written={'%d:%d:%d' % self.written} "
                 f"synced={'%d:%d:%d' % self.synced} lag_ids={max(0, head - self.written[2])} "
+                f"lag_bytes={lag_bytes} lag_seconds={lag_seconds:.3f} "
                 f"connected_since={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.since))} "
                 f"last_report={ago}")
 
@@ -327,7 +334,15 @@ class Handlers:
                  partition=hello.partition, offset=hello.offset, next_id=hello.next_id,
                  anonymous=follower is None)
         return Replication(hello.partition, hello.offset, hello.next_id, cmd.end,
-                           rp.encode_hello_reply(hello), follower)
+                           rp.encode_hello_reply(hello), follower, self._refused_at)
+
+    def _refused_at(self) -> tuple[int, str] | None:
+        """A refusing primary's final id (its head: nothing is written after
+        REFUSE) and the new primary it names; None otherwise."""
+        role = self.role
+        if not role.refusing or role.replica:
+            return None
+        return self.log.head(), role.new_primary
 
     def _check_epochs(self, epochs: tuple[tuple[int, int], ...], peer: Peer) -> None:
         """A peer in a higher epoch than ours: another server was ACCEPTed since

@@ -117,11 +117,13 @@ class FileLog(LogReader):
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         program: str | None = None,
         on_fsync: Callable[[float], None] | None = None,
+        progress_every: float | None = None,  # None: PROGRESS_EVERY
     ) -> None:
         # Called with each `verifying` line's fields (every PROGRESS_EVERY s while
         # the open verifies). It may raise to abort the open: it is called only
         # while a partition is being read, before anything of it is written.
         self._on_progress = on_progress
+        self._progress_every = progress_every
         self._program = program  # who the lock file names (None: this process's command)
         self.on_fsync = on_fsync  # called with each sync round's fsync seconds (metrics.py)
         self.partition_size = partition_size
@@ -171,7 +173,8 @@ class FileLog(LogReader):
         if not found:
             self._partitions = [self._new_partition(1, 1)]
         progress = _Progress(
-            len(found), sum(_size_of(os.path.join(self.directory, n)) for _, n in found), self._on_progress
+            len(found), sum(_size_of(os.path.join(self.directory, n)) for _, n in found), self._on_progress,
+            self._progress_every,
         )
         how_counts: dict[str, int] = {}
         bad_tail: tuple[Partition, int, int] | None = None
@@ -499,8 +502,10 @@ class FileLog(LogReader):
 
     # -- retention --------------------------------------------------------------------
 
-    def retain(self, max_bytes: int = 0, max_age: float = 0.0, now: float | None = None) -> list[int]:
-        """Delete whole sealed partitions, oldest first, past either limit.
+    def retain(self, max_bytes: int = 0, max_age: float = 0.0, now: float | None = None,
+               before: int = 0) -> list[int]:
+        """Delete whole sealed partitions, oldest first, past either limit (or
+        numbered below ``before``: a follower applying its primary's retention).
 
         Never the active partition. Readers with a deleted partition open keep
         reading it (an open fd outlives the unlink). Returns the numbers deleted.
@@ -516,7 +521,8 @@ class FileLog(LogReader):
             except FileNotFoundError:
                 age = float("inf")
             too_old = max_age and age > max_age
-            if not (too_big or too_old):
+            too_low = oldest.number < before
+            if not (too_big or too_old or too_low):
                 break
             self._partitions.pop(0)
             self._firsts.pop(0)
@@ -533,7 +539,7 @@ class FileLog(LogReader):
             deleted.append(oldest.number)
             log.info("partition_deleted", partition=oldest.number, first_id=oldest.first_id,
                      last_id=oldest.last_id, bytes=oldest.size,
-                     reason="size" if too_big else "age")
+                     reason="primary" if too_low else "size" if too_big else "age")
         if deleted:
             self._fsync_dir()
         return deleted
@@ -578,8 +584,10 @@ class _Progress:
     every PROGRESS_EVERY seconds), and one ``log_verified`` at the end."""
 
     def __init__(self, partitions: int, total: int,
-                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_progress: Callable[[dict[str, Any]], None] | None = None,
+                 every: float | None = None) -> None:
         self.on_progress = on_progress
+        self.every = PROGRESS_EVERY if every is None else every
         self.partitions = partitions
         self.total = total
         self.done_parts = 0
@@ -587,7 +595,7 @@ class _Progress:
         self.trusted = 0  # bytes taken on the clean marker's word
         self.partition = 0
         self.began = time.monotonic()
-        self.next_line = self.began + PROGRESS_EVERY
+        self.next_line = self.began + self.every
         self.announced = False
 
     def skip(self, nbytes: int) -> None:
@@ -605,7 +613,7 @@ class _Progress:
         self.verified += nbytes
         now = time.monotonic()
         if now >= self.next_line:
-            self.next_line = now + PROGRESS_EVERY
+            self.next_line = now + self.every
             seconds = now - self.began
             fields = dict(partition=self.partition,
                           partitions_done=self.done_parts, partitions=self.partitions,

@@ -9,7 +9,10 @@ form: the primary's hello) followed by frames::
     +DATA <partition> <offset> <count>\\r\\n<count raw bytes of the partition file>
     +NEXT <partition> <first id>\\r\\n      the partition before is sealed; this one begins
     +HEAD <committed id> <partition> <offset>\\r\\n   heartbeat while idle
+    +FIRST <partition> <first id>\\r\\n     retention moved: the first retained partition
     +EOF\\r\\n                              ``end`` reached
+    +REFUSED <final id> <new primary or ->\\r\\n  the primary refuses writes: all up to
+                                          its final id is sent; the stream ends
     ERR ... / ERR_CLIENT ...\\r\\n           the stream ends (shutdown, retention)
 
 A DATA frame's bytes carry no trailing CRLF: they are a byte range of the
@@ -36,8 +39,9 @@ from ..log.meta import parse_epochs
 from .commands import CRLF, MAX_INT_DIGITS, NEED_DATA, NeedData
 
 __all__ = [
-    "PrimaryHello", "FollowerHello", "Data", "Next", "HeadFrame", "End", "Event", "FrameParser",
-    "encode_data", "encode_next", "encode_head", "encode_hello_reply", "encode_follower_hello",
+    "PrimaryHello", "FollowerHello", "Data", "Next", "HeadFrame", "First", "End", "RefusedFrame", "Event",
+    "FrameParser", "encode_data", "encode_next", "encode_head", "encode_first", "encode_refused",
+    "encode_hello_reply", "encode_follower_hello",
     "decode_follower_hello", "encode_ack", "MAX_FRAME_LINE",
 ]
 
@@ -70,7 +74,7 @@ class FollowerHello:
     name: str = ""
     epochs: tuple[tuple[int, int], ...] = ()  # its copy's meta epochs; (): unknown (older follower)
     fsync: str = ""  # its --fsync policy ("": not said); --min-acks counts synced ids of "always"
-    advertise: str = ""  # its --advertise: the read replica serving its copy ("": not said)
+    advertise: str = ""  # the address of the read replica serving its copy ("": not said)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +99,27 @@ class HeadFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class First:
+    """The primary's retention moved: partitions before ``partition`` are gone."""
+
+    partition: int
+    first_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class End:
     pass
 
 
-Event = Union[PrimaryHello, Data, Next, HeadFrame, End]
+@dataclass(frozen=True, slots=True)
+class RefusedFrame:
+    """The primary refuses writes; everything up to ``final`` was sent. The stream ends."""
+
+    final: int
+    new_primary: str  # "": none named (``-`` on the wire)
+
+
+Event = Union[PrimaryHello, Data, Next, HeadFrame, First, End, RefusedFrame]
 
 # -- encoders ----------------------------------------------------------------------
 
@@ -124,6 +144,21 @@ def _with_epochs(doc: dict[str, Any], epochs: tuple[tuple[int, int], ...]) -> di
     return doc
 
 
+def encode_first(partition: int, first_id: int) -> bytes:
+    return b"+FIRST %d %d\r\n" % (partition, first_id)
+
+
+def encode_refused(final: int, new_primary: str) -> bytes:
+    """``+REFUSED <final id> <new primary or ->``: the last frame of a refusing primary's stream."""
+    if new_primary and not _address_ok(new_primary):
+        raise ValueError(f"new primary {new_primary[:80]!r} is not one printable word")
+    return b"+REFUSED %d %s\r\n" % (final, new_primary.encode() if new_primary else b"-")
+
+
+def _address_ok(text: str) -> bool:
+    return 0 < len(text) <= 200 and text.isascii() and text.isprintable() and " " not in text
+
+
 def encode_hello_reply(hello: PrimaryHello) -> bytes:
     body: bytes = msgpack.packb(_with_epochs({
         "history": hello.history, "head": hello.head, "first_partition": hello.first_partition,
@@ -134,10 +169,11 @@ def encode_hello_reply(hello: PrimaryHello) -> bytes:
 
 
 def encode_follower_hello(hello: FollowerHello) -> bytes:
-    data: bytes = msgpack.packb(_with_epochs({"history": hello.history, "last_id": hello.last_id,
-                                              "last_crc": hello.last_crc, "name": hello.name,
-                                              "fsync": hello.fsync}, hello.epochs)
-                         | ({"advertise": hello.advertise} if hello.advertise else {}))
+    doc = _with_epochs({"history": hello.history, "last_id": hello.last_id, "last_crc": hello.last_crc,
+                        "name": hello.name, "fsync": hello.fsync}, hello.epochs)
+    if hello.advertise:
+        doc["advertise"] = hello.advertise
+    data: bytes = msgpack.packb(doc)
     return data
 
 
@@ -168,17 +204,16 @@ def _map(raw: bytes, what: str) -> dict[Any, Any]:
 def decode_follower_hello(raw: bytes) -> FollowerHello:
     """Raises: ValueError, saying what is wrong (the handler answers BADREQUEST)."""
     doc = _map(raw, "hello")
-    name, fsync = doc.get("name", ""), doc.get("fsync", "")
+    name, fsync, advertise = doc.get("name", ""), doc.get("fsync", ""), doc.get("advertise", "")
     if not isinstance(name, str):
         raise ValueError(f"hello 'name' must be a string, got {name!r}")
     if not isinstance(fsync, str):
         raise ValueError(f"hello 'fsync' must be a string, got {fsync!r}")
-    advertise = doc.get("advertise", "")
-    if not isinstance(advertise, str) or len(advertise) > 300:
-        raise ValueError(f"hello 'advertise' must be a host:port string, got {advertise!r:.80}")
+    if not isinstance(advertise, str):
+        raise ValueError(f"hello 'advertise' must be a string, got {advertise!r}")
     return FollowerHello(_history(doc, "hello"), _uint(doc, "last_id", "hello"),
                          _uint(doc, "last_crc", "hello"), name[:200], _epochs(doc, "hello"), fsync[:40],
-                         advertise)
+                         advertise[:200])
 
 
 def _decode_primary_hello(raw: bytes) -> PrimaryHello:
@@ -213,6 +248,16 @@ def _numbers(line: bytes, count: int) -> list[int]:
     ):
         raise ProtocolError(f"malformed replication frame {line[:80]!r}")
     return [int(p) for p in parts[1:]]
+
+
+def _refused(line: bytes) -> RefusedFrame:
+    parts = line.split(b" ")
+    if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > MAX_INT_DIGITS:
+        raise ProtocolError(f"malformed replication frame {line[:80]!r}")
+    new = parts[2].decode("ascii", "replace")
+    if new != "-" and not _address_ok(new):
+        raise ProtocolError(f"malformed new primary in {line[:80]!r}")
+    return RefusedFrame(int(parts[1]), "" if new == "-" else new)
 
 
 class FrameParser:
@@ -294,8 +339,12 @@ class FrameParser:
             return Next(*_numbers(line, 2))
         if word == b"+HEAD":
             return HeadFrame(*_numbers(line, 3))
+        if word == b"+FIRST":
+            return First(*_numbers(line, 2))
         if line == b"+EOF":
             return End()
+        if word == b"+REFUSED":
+            return _refused(line)
         raise ProtocolError(f"unknown replication frame {line[:80]!r}")
 
     def _data(self) -> Data | NeedData:

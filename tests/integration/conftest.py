@@ -1,9 +1,14 @@
 """Real ``logd serve`` processes on 127.0.0.1, port 0, a temporary data dir.
 
-``logd_server(*flags, data_dir=None, nofile=None, env=None)`` starts one
-(``nofile``: a (soft, hard) RLIMIT_NOFILE to start it with; ``env``:
-variables to add to its environment) and waits for its
-``listening`` log line (which carries the bound port); everything it logs is
+``logd_server(*flags, data_dir=None, nofile=None, env=None, notify="path")``
+starts one (``nofile``: a (soft, hard) RLIMIT_NOFILE to start it with;
+``env``: variables to add to its environment) and waits, as systemd's
+``Type=notify`` does, for ``READY=1`` from its pid on a ``$NOTIFY_SOCKET``
+the fixture owns (``server.notify``, notify.py; ``notify="abstract"`` binds
+an ``@name``), then for its ``listening`` log line (which carries the bound
+port). So every test exercises the notify path. Only a test that sets its
+own ``NOTIFY_SOCKET`` in ``env`` is waited for by the ``listening`` line
+alone: its READY goes to the test's socket. Everything the server logs is
 kept in ``server.logs`` as dicts.
 
 At teardown every server must have exited 0: one still running gets SIGTERM
@@ -29,6 +34,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from .notify import NotifySocket
+
 STARTUP_TIMEOUT = 15.0
 
 
@@ -48,9 +55,11 @@ def _log_lines(proc: subprocess.Popen[bytes], logs: list[dict[str, Any]],
 
 class LogdServer:
     def __init__(self, data_dir: Path, flags: tuple[str, ...], nofile: tuple[int, int] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, notify: str = "path") -> None:
         self.data_dir = data_dir
-        self.env = env
+        self.notify = NotifySocket(notify)
+        self.own_notify = not (env and "NOTIFY_SOCKET" in env)
+        self.env = {"NOTIFY_SOCKET": self.notify.address, **(env or {})}
         self.flags = flags
         self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE for the process
         self.proc: subprocess.Popen[bytes] | None = None
@@ -76,11 +85,19 @@ class LogdServer:
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True, preexec_fn=limit,
-                                     env={**os.environ, **self.env} if self.env else None)
+                                     env={**os.environ, **self.env})
         self.procs.append(self.proc)
         pump = threading.Thread(target=self._pump, args=(self.proc, listening), daemon=True)
         self._pumps.append(pump)
         pump.start()
+        proc = self.proc
+        try:
+            if self.own_notify:
+                self.notify.until("READY=1", STARTUP_TIMEOUT, pid=proc.pid, alive=lambda: proc.poll() is None)
+        except AssertionError as exc:
+            self.kill()
+            raise RuntimeError(f"logd did not start: {exc}; {self.logs[-5:]}") from None
+        # READY=1 follows the listening line, whose reader thread may lag the datagram a little.
         if not listening.wait(STARTUP_TIMEOUT) or self.proc.poll() is not None:
             self.kill()
             raise RuntimeError(f"logd did not start: {self.logs[-5:]}")
@@ -153,6 +170,7 @@ class LogdServer:
                                        else f"exited {code} on SIGTERM at teardown"))
             elif proc.returncode != 0 and proc.pid not in self.ended_by_test:
                 problems.append(f"logd pid {proc.pid} exited {proc.returncode} by itself")
+        self.notify.close()
         if problems:
             with self._lock:
                 tail = self.logs[-10:]
@@ -172,10 +190,10 @@ class LogdServer:
 def logd_server(tmp_path: Path) -> Iterator[Callable[..., LogdServer]]:
     servers: list[LogdServer] = []
 
-    def start(*flags: str, data_dir: Path | str | None = None,
-              nofile: tuple[int, int] | None = None, env: dict[str, str] | None = None) -> LogdServer:
+    def start(*flags: str, data_dir: Path | str | None = None, nofile: tuple[int, int] | None = None,
+              env: dict[str, str] | None = None, notify: str = "path") -> LogdServer:
         directory = Path(data_dir) if data_dir else tmp_path / f"data{len(servers)}"
-        server = LogdServer(directory, flags, nofile, env)
+        server = LogdServer(directory, flags, nofile, env, notify)
         servers.append(server)
         return server.start()
 
@@ -192,9 +210,11 @@ def logd_server(tmp_path: Path) -> Iterator[Callable[..., LogdServer]]:
 
 class Follower:
     """One ``python -m follower`` process copying ``primary`` into ``data_dir``;
-    its JSON log lines are kept in ``logs``. Restartable; the test judges exits."""
+    its JSON log lines are kept in ``logs``, what it tells ``$NOTIFY_SOCKET``
+    in ``notify`` (``wait_ready()``: its READY=1). Restartable; the test judges exits."""
 
     def __init__(self, primary: str, data_dir: Path, flags: tuple[str, ...]) -> None:
+        self.notify = NotifySocket()
         self.primary = primary
         self.data_dir = data_dir
         self.flags = flags
@@ -207,9 +227,17 @@ class Follower:
         cmd = [sys.executable, "-m", "follower", "--primary", self.primary, "--data-dir",
                str(self.data_dir), "--log-format", "json", *self.flags]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True,
+                                     env={**os.environ, "NOTIFY_SOCKET": self.notify.address})
         self.procs.append(self.proc)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        return self
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> "Follower":
+        """Until the current process sent READY=1 (its first handshake, or a copy to serve)."""
+        proc = self.proc
+        assert proc is not None
+        self.notify.until("READY=1", timeout, pid=proc.pid, alive=lambda: proc.poll() is None)
         return self
 
     def _pump(self, proc: subprocess.Popen[bytes]) -> None:
@@ -235,6 +263,7 @@ class Follower:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+        self.notify.close()
 
 
 @pytest.fixture

@@ -215,9 +215,10 @@ def test_a_follower_reporting_a_higher_epoch_makes_the_primary_refuse(logd_serve
     seen = srv.wait_event("higher_epoch_seen")
     assert (seen["epoch"], seen["peer_epoch"]) == (1, 2)
     assert meta(srv.data_dir)["role"] == "refusing"
-    # A follower in the same epoch is still served (a refusing primary keeps its followers).
+    # A follower in the same epoch is still served up to the final id (a refusing
+    # primary keeps its followers), then told: +REFUSED, no successor named.
     same = rp.encode_follower_hello(rp.FollowerHello(None, 0, 0, "same", ((1, 1),)))
     w2 = Wire(srv.host, srv.port)
     w2.cmd("REPLICATE", 0, 0, 0, same)
     assert w2.read_until(b"\r\n").startswith(b"OK ")
-    assert b"m2\r\n" in w2.read_until(b"+HEAD 3 1 ")  # the records, then idle heartbeats
+    assert w2.read_until(b"+REFUSED 3 -\r\n").endswith(b"m2\r\n+REFUSED 3 -\r\n")

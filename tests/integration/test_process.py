@@ -1,21 +1,16 @@
 """The server as a process (issue 8, items 8 and 9): what systemd is told, signals, the admin setting.
 
-A datagram socket the test owns stands in for systemd's notify socket, at a
-path and at an abstract name (``@name``), as ``$NOTIFY_SOCKET`` gives them.
+The fixture's datagram socket (notify.py) stands in for systemd's notify
+socket, at a path and at an abstract name (``@name``), as ``$NOTIFY_SOCKET`` gives them.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
 import tempfile
-import time
-import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -26,62 +21,24 @@ pytestmark = pytest.mark.integration
 DEADLINE = 15.0
 
 
-class NotifySocket:
-    def __init__(self, kind: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.dir: str | None = None
-        if kind == "path":
-            self.dir = tempfile.mkdtemp(prefix="logd-n-", dir="/tmp")  # sun_path holds 108 bytes
-            self.address = os.path.join(self.dir, "notify")
-            self.sock.bind(self.address)
-        else:
-            name = f"logd-test-{uuid.uuid4().hex}"
-            self.sock.bind("\0" + name)
-            self.address = "@" + name
-        self.messages: list[tuple[float, str]] = []  # (wall time received, datagram)
-
-    def until(self, text: str, timeout: float = DEADLINE) -> list[str]:
-        """Receive until a datagram containing ``text`` line; all received so far."""
-        deadline = time.monotonic() + timeout
-        while not any(text in m.split("\n") for _, m in self.messages):
-            left = deadline - time.monotonic()
-            assert left > 0, f"no {text!r} within {timeout}s; got {self.texts()}"
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            self.messages.append((time.time(), data.decode()))
-        return self.texts()
-
-    def texts(self) -> list[str]:
-        return [m for _, m in self.messages]
-
-    def close(self) -> None:
-        self.sock.close()
-        if self.dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(params=["path", "abstract"])
-def notify(request) -> Iterator[NotifySocket]:
-    n = NotifySocket(request.param)
-    yield n
-    n.close()
+def kind(request) -> str:
+    return request.param
 
 
 def when(entry: dict) -> float:
     return datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def test_ready_after_listening_and_stopping_at_sigterm(logd_server, notify: NotifySocket) -> None:
-    srv = logd_server(env={"NOTIFY_SOCKET": notify.address})
+def test_ready_after_listening_and_stopping_at_sigterm(logd_server, kind: str) -> None:
+    srv = logd_server(notify=kind)
+    notify = srv.notify
     got = notify.until("READY=1")
     listening = srv.wait_event("listening")
-    ready_at = next(t for t, m in notify.messages if "READY=1" in m.split("\n"))
+    ready_at = notify.with_line("READY=1")[0].wall
     assert ready_at >= when(listening) - 0.001  # sent after the line was written
     assert got[0] == f"STATUS=opening the log in {srv.data_dir}"
-    assert got[-1] == "READY=1\nSTATUS=serving head=0"
+    assert got[-1] == "READY=1\nSTATUS=primary epoch 1: head 0, synced 0, no followers"
     assert not any("STOPPING=1" in m for m in got)
     srv.proc.send_signal(signal.SIGTERM)
     got = notify.until("STOPPING=1")
@@ -90,19 +47,19 @@ def test_ready_after_listening_and_stopping_at_sigterm(logd_server, notify: Noti
     assert [e["reason"] for e in srv.events("shutdown_started")] == ["SIGTERM"]
 
 
-def test_recovery_extends_the_start_timeout_before_ready(logd_server, notify: NotifySocket, tmp_path: Path) -> None:
+def test_recovery_extends_the_start_timeout_before_ready(logd_server, kind: str, tmp_path: Path) -> None:
     first = logd_server("--fsync", "never", data_dir=tmp_path / "d")
     w = Wire(first.host, first.port, timeout=10)
     for i in range(20):
         w.cmd("MSG", b"hello")
     assert [w.line() for _ in range(20)][-1] == b"OK 20\r\n"
     first.kill()  # a crash: the next start verifies what follows the recovery point
-    srv = logd_server("--verify-on-start", "full", data_dir=tmp_path / "d", env={"NOTIFY_SOCKET": notify.address})
-    got = notify.until("READY=1")
+    srv = logd_server("--verify-on-start", "full", data_dir=tmp_path / "d", notify=kind)
+    got = srv.notify.until("READY=1")
     verifying = [i for i, m in enumerate(got) if m.startswith("EXTEND_TIMEOUT_USEC=")]
     assert verifying and got[verifying[0]] == "EXTEND_TIMEOUT_USEC=10000000"
     assert got[verifying[0] + 1].startswith("STATUS=verifying partition 1 (")
-    assert got.index("READY=1\nSTATUS=serving head=20") > verifying[-1]
+    assert got.index("READY=1\nSTATUS=primary epoch 1: head 20, synced 20, no followers") > verifying[-1]
     assert srv.events("verifying")
 
 

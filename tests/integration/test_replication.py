@@ -53,6 +53,21 @@ def write_many(server, count: int, first: int = 0, batch: int = 10) -> None:
     w.close()
 
 
+def keep_writing(server, stop: threading.Event, n: int) -> None:
+    """MSGs of 5 from id ``n + 1`` on, until ``stop`` (at most 20000 ids)."""
+    while not stop.is_set() and n < 20000:
+        write_many(server, 50, n, 5)
+        n += 50
+
+
+def newest_stream_writing(server, connections: int) -> bool:
+    """The primary has served ``connections`` REPLICATEs, and the newest has written."""
+    st = stats(server)
+    lines = follower_lines(st)  # listed once its stream starts, just after the count
+    return (st["replication_full_copies"] + st["replication_partial_resumes"] == connections
+            and bool(lines) and written_id(lines[-1]) > 0)
+
+
 def digests(directory: Path) -> dict[str, str]:
     return {name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
             for name in sorted(os.listdir(directory)) if name.endswith(".log")}
@@ -188,25 +203,13 @@ def test_follower_killed_mid_stream_resumes_without_a_full_copy(logd_server, fol
     write_many(srv, 500)
     f = follower(srv.addr, "--fsync", "never")
     stop = threading.Event()
-
-    def keep_writing() -> None:
-        n = 500
-        while not stop.is_set() and n < 20000:
-            write_many(srv, 50, n, 5)
-            n += 50
-
-    def writing(connections: int) -> bool:
-        st = stats(srv)
-        lines = follower_lines(st)  # listed once its stream starts, just after the count
-        return (st["replication_full_copies"] + st["replication_partial_resumes"] == connections
-                and bool(lines) and written_id(lines[-1]) > 0)
-
-    writer = threading.Thread(target=keep_writing)
+    writer = threading.Thread(target=keep_writing, args=(srv, stop, 500))
     writer.start()
     try:
-        for kill in range(4):
-            # The newest connection (this process's) has written something.
-            wait_for(lambda: writing(kill + 1), timeout=30, what="follower writing")
+        for kill in range(5):
+            # The newest connection (this process's) has written something: kill -9
+            # mid-stream, under continuous writes, five times.
+            wait_for(lambda: newest_stream_writing(srv, kill + 1), timeout=30, what="follower writing")
             f.stop(signal.SIGKILL)
             f = follower(srv.addr, "--fsync", "never", data_dir=f.data_dir)
     finally:
@@ -215,7 +218,7 @@ def test_follower_killed_mid_stream_resumes_without_a_full_copy(logd_server, fol
     wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=60, what="equal after kills")
     s = stats(srv)
     assert s["replication_full_copies"] == 1
-    assert s["replication_partial_resumes"] == 4
+    assert s["replication_partial_resumes"] == 5
     assert f.stop() == 0
 
 

@@ -27,8 +27,8 @@ def stats_of(addr: str) -> dict:
 
 
 def advertise(primary, address: str) -> None:
-    """Connect a follower to ``primary`` that advertises ``address``, as
-    ``logd-follower --advertise`` does in its hello; the primary records it."""
+    """A REPLICATE hello that advertises ``address`` (as ``logd-follower
+    --advertise`` sends; here for addresses where no replica runs)."""
     w = Wire(primary.host, primary.port)
     w.cmd("REPLICATE", 0, 0, 0, rp.encode_follower_hello(rp.FollowerHello(None, 0, 0, "probe",
                                                                             advertise=address)))
@@ -49,8 +49,10 @@ def test_killed_primary_whose_replica_was_promoted_comes_back_refusing(logd_serv
     a = logd_server()
     write(a.addr, 20)
     f, b = replica_of(logd_server, follower, a, 20)
-    advertise(a, b.addr)
-    assert meta(a.data_dir)["followers"] == [b.addr]
+    # B's port is known now: the follower, restarted with --advertise B, says it in its hello.
+    assert f.stop() == 0
+    f = follower(a.addr, "--max-backoff", "0.5", "--advertise", b.addr, data_dir=f.data_dir)
+    wait_for(lambda: meta(a.data_dir).get("followers") == [b.addr], 30, "A to record B")
     a.kill()  # unplanned: no clean marker
     assert f.stop() == 0
     with logd.connect(b.addr) as client:

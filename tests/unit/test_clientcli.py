@@ -107,17 +107,17 @@ def test_follower_table_lists_followers_oldest_connection_first() -> None:
     stats = {
         "head": 5,
         "followers": 2,
-        "follower_12": "addr=127.0.0.1:5 name=b written=1:10:3 synced=1:10:3 lag_ids=2 "
-                       "connected_since=2026-12-01T23:34:37Z last_report=0.5s",
-        "follower_3": "addr=127.0.0.1:4 name=a written=1:20:5 synced=1:0:0 lag_ids=0 "
-                      "connected_since=2026-12-01T23:30:00Z last_report=never",
+        "follower_12": "addr=127.0.0.1:5 name=b written=1:10:3 synced=1:10:3 lag_ids=2 lag_bytes=40 "
+                       "lag_seconds=1.250 connected_since=2026-12-01T23:34:37Z last_report=0.5s",
+        "follower_3": "addr=127.0.0.1:4 name=a written=1:20:5 synced=1:0:0 lag_ids=0 lag_bytes=0 "
+                      "lag_seconds=0.000 connected_since=2026-12-01T23:30:00Z last_report=never",
     }
     lines = follower_table(stats)
     assert lines[0] == ""
     assert lines[1].split() == ["ADDRESS", "NAME", "WRITTEN", "P:O:ID", "SYNCED", "P:O:ID", "LAG", "IDS",
-                                "CONNECTED", "SINCE", "LAST", "REPORT"]
-    assert lines[2].split() == ["127.0.0.1:4", "a", "1:20:5", "1:0:0", "0", "2026-12-01T23:30:00Z", "never"]
-    assert lines[3].split() == ["127.0.0.1:5", "b", "1:10:3", "1:10:3", "2", "2026-12-01T23:34:37Z", "0.5s"]
+                                "LAG", "BYTES", "LAG", "S", "CONNECTED", "SINCE", "LAST", "REPORT"]
+    assert lines[2].split() == ["127.0.0.1:4", "a", "1:20:5", "1:0:0", "0", "0", "0.000", "2026-12-01T23:30:00Z", "never"]
+    assert lines[3].split() == ["127.0.0.1:5", "b", "1:10:3", "1:10:3", "2", "40", "1.250", "2026-12-01T23:34:37Z", "0.5s"]
     # Columns line up: every cell starts where its header does.
     for row in lines[2:]:
         assert row.index(" 1:") + 1 == lines[1].index("WRITTEN")

@@ -82,7 +82,11 @@ def test_followers_lag_per_follower_label() -> None:
     assert lag == {"east": 20, "127.0.0.1:5001": 0, "twin@10.0.0.1:7": 113, "twin@10.0.0.2:7": 111}
     assert got[("logd_replication_written_id", (("follower", "east"),))] == 100
     assert got[("logd_replication_synced_id", (("follower", "east"),))] == 90
-    assert not any(k[0] == "logd_replication_lag_seconds" for k in got)  # STATS has no lag seconds yet
+    assert not any(k[0] == "logd_replication_lag_seconds" for k in got)  # no lag source: not exported
+    behind = FollowerState("127.0.0.1:5002", "west", written=(1, 30, 50), lag=lambda written: (4096, 2.5))
+    got = scrape(ServerCollector(lambda: STATS, lambda: [behind]))
+    assert got[("logd_replication_lag_bytes", (("follower", "west"),))] == 4096
+    assert got[("logd_replication_lag_seconds", (("follower", "west"),))] == 2.5
 
 
 def test_read_replica_view() -> None:

@@ -26,24 +26,7 @@ HISTORY = "1b4e28ba-2fa1-4d2a-883f-0016d3cca427"
 ADMIN = Peer("unix", local=True)
 
 
-# -- the hello's advertise --------------------------------------------------------------
-
-
-def test_follower_hello_advertise_round_trip_and_absent_when_not_said() -> None:
-    hello = rp.FollowerHello(HISTORY, 9, 7, "f", ((1, 1),), "always", "10.0.0.2:1774")
-    raw = rp.encode_follower_hello(hello)
-    assert msgpack.unpackb(raw)["advertise"] == "10.0.0.2:1774"
-    assert rp.decode_follower_hello(raw) == hello
-    old = rp.encode_follower_hello(rp.FollowerHello(None, 0, 0))
-    assert "advertise" not in msgpack.unpackb(old)  # an older follower's bytes, unchanged
-    assert rp.decode_follower_hello(old).advertise == ""
-
-
-@pytest.mark.parametrize("bad", [7, None, b"x", "h" * 301])
-def test_a_bad_advertise_is_refused(bad: object) -> None:
-    raw = msgpack.packb({"history": None, "last_id": 0, "last_crc": 0, "advertise": bad})
-    with pytest.raises(ValueError, match="hello 'advertise' must be a host:port string"):
-        rp.decode_follower_hello(raw)
+# -- the hello's advertise, through the command parser (encode/decode: test_refused_frame.py) --
 
 
 @pytest.mark.parametrize("chunker", [whole, bytewise, lambda d: random_chunks(d, 10, 7)])

@@ -270,3 +270,109 @@ def test_sigterm_during_recovery_stops_the_start(tmp_path, notify_socket: socket
     assert got[1:3] == ["EXTEND_TIMEOUT_USEC=10000000", "STATUS=verifying partition 1 (0.0 of 0.0 MiB)"]
     assert got[3:] == ["STOPPING=1"]
     FileLog(str(data), fsync=False).close()  # the lock was released; the log opens as before
+
+
+# -- READY later, STATUS when it changes, the watchdog's stuck check (issue 11) ----------
+
+
+def test_ready_waits_for_set_ready_and_status_goes_out_when_it_changes(
+        notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+
+    class Later(Recorder):
+        READY_AT_STARTUP = False
+        text = "connecting"
+
+        def status(self) -> str:
+            return self.text
+
+    proc = Later()
+
+    before: list[str] = []
+
+    def script() -> None:
+        try:
+            gevent.sleep(0.2)
+            before.extend(received(notify_socket))
+            proc.text = "streaming"
+            proc.set_ready()
+            wait_until(lambda: proc._ready_sent, "READY sent")
+            proc.text = "streaming, head 5"  # changes: seen within a second
+            gevent.sleep(1.3)
+        finally:
+            proc.request_halt()
+
+    g = gevent.spawn(script)
+    began = time.monotonic()
+    assert proc.run() == 0
+    g.join(DEADLINE)
+    assert time.monotonic() - began >= 1.4
+    assert before == ["STATUS=connecting"]  # systemctl status shows it while the unit is activating
+    assert received(notify_socket) == ["READY=1\nSTATUS=streaming", "STATUS=streaming, head 5", "STOPPING=1"]
+
+
+def test_a_stuck_process_gets_no_watchdog_pings(notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    from structlog.testing import capture_logs
+
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+
+    class Wedged(Recorder):
+        why: str | None = None
+
+        def stuck(self) -> str | None:
+            return self.why
+
+    proc = Wedged()
+    phases: list[list[str]] = []
+
+    def script() -> None:
+        try:
+            gevent.sleep(0.25)
+            phases.append(received(notify_socket))
+            proc.why = "an fsync has been running for 31.0s"
+            gevent.sleep(0.06)  # a ping may be on its way as the flag is set
+            received(notify_socket)
+            gevent.sleep(0.3)
+            phases.append(received(notify_socket))
+            proc.why = None
+            gevent.sleep(0.25)
+            phases.append(received(notify_socket))
+        finally:
+            proc.request_halt()
+
+    g = gevent.spawn(script)
+    with capture_logs() as logs:
+        assert proc.run() == 0
+    g.join(DEADLINE)
+    first, wedged, after = phases
+    assert first[0] == "READY=1" and first.count("WATCHDOG=1") >= 3
+    assert "WATCHDOG=1" not in wedged
+    assert after.count("WATCHDOG=1") >= 2
+    events = [(e["event"], e.get("reason", e.get("was"))) for e in logs]
+    assert events == [("watchdog_withheld", "an fsync has been running for 31.0s"),
+                      ("watchdog_resumed", "an fsync has been running for 31.0s")]
+
+
+def test_in_flight_knows_the_oldest_running_call() -> None:
+    from logd.process import InFlight
+
+    now = [100.0]
+    seen: list[float] = []
+
+    def inner_call(fd: int) -> None:
+        now[0] += 5.0
+        seen.append(tracker.oldest())
+
+    tracker = InFlight(inner_call, clock=lambda: now[0])
+    assert tracker.oldest() == 0.0
+    tracker(3)
+    assert seen == [5.0] and tracker.oldest() == 0.0  # done: nothing in flight
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "EIO")
+
+    broken = InFlight(failing, clock=lambda: now[0])
+    with pytest.raises(OSError):
+        broken(3)
+    assert broken.oldest() == 0.0  # a failed call is not left in flight

@@ -22,6 +22,7 @@ def test_frame_bytes() -> None:
     assert rp.encode_data(3, 120, 45) == b"+DATA 3 120 45\r\n"
     assert rp.encode_next(4, 1001) == b"+NEXT 4 1001\r\n"
     assert rp.encode_head(1200, 4, 5000) == b"+HEAD 1200 4 5000\r\n"
+    assert rp.encode_first(3, 901) == b"+FIRST 3 901\r\n"
     assert rp.encode_ack((4, 500, 1100), (4, 0, 1000)) == b"ACK 4 500 1100 4 0 1000\r\n"
     reply = rp.encode_hello_reply(HELLO)
     body = reply[reply.index(b"\r\n") + 2 : -2]
@@ -70,9 +71,9 @@ def _stream() -> tuple[bytes, dict[int, bytes], list[object]]:
     p2, _ = encode_batch(5, [b"+DATA 1 2 3\r\n", b"e"])
     out = rp.encode_hello_reply(HELLO)
     out += rp.encode_data(1, 0, 40) + p1[:40] + rp.encode_data(1, 40, len(p1) - 40) + p1[40:]
-    out += rp.encode_next(2, 5) + rp.encode_data(2, 0, len(p2)) + p2
+    out += rp.encode_next(2, 5) + rp.encode_first(2, 5) + rp.encode_data(2, 0, len(p2)) + p2
     out += rp.encode_head(6, 2, len(p2)) + b"+EOF\r\n"
-    frames = [HELLO, rp.Next(2, 5), rp.HeadFrame(6, 2, len(p2)), rp.End()]
+    frames = [HELLO, rp.Next(2, 5), rp.First(2, 5), rp.HeadFrame(6, 2, len(p2)), rp.End()]
     return out, {1: p1, 2: p2}, frames
 
 
@@ -143,7 +144,7 @@ def test_error_lines_become_their_errors() -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    b"+DATA 1 2\r\n", b"+DATA 1 2 0\r\n", b"+DATA 1 -2 3\r\n", b"+NEXT 1\r\n", b"+HEAD a b c\r\n",
+    b"+DATA 1 2\r\n", b"+DATA 1 2 0\r\n", b"+DATA 1 -2 3\r\n", b"+NEXT 1\r\n", b"+HEAD a b c\r\n", b"+FIRST 1\r\n",
     b"+WHAT\r\n", b"+EOF\n", b"+" + b"x" * 2000,
 ])
 def test_malformed_frames(bad: bytes) -> None:

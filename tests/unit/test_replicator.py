@@ -215,9 +215,22 @@ def test_follower_settings_share_the_table_machinery(tmp_path: Path) -> None:
     toml = tmp_path / "f.toml"
     toml.write_text('primary = "10.0.0.1:1774"\nfsync = "interval:20"\n')
     config = load_table(str(toml), {"data_dir": "/copy", "fsync": None}, FollowerConfig)
-    assert (config.primary, config.data_dir) == ("10.0.0.1:1774", "/copy")
+    assert (config.primary, config.data_dir) == (("10.0.0.1:1774",), "/copy")  # a list of one
     assert config.fsync.mode is FsyncMode.INTERVAL and config.fsync.interval_ms == 20
     with pytest.raises(ConfigError, match="logd-follower --help"):
         load_table(None, {"partition_size": "1k"}, FollowerConfig)  # a server-only setting
     with pytest.raises(ConfigError, match="--fsync"):
         load_table(None, {"fsync": "sometimes"}, FollowerConfig)
+
+
+def test_retain_before_deletes_what_the_primary_dropped_never_the_active(tmp_path: Path) -> None:
+    _, log = _primary(tmp_path)
+    parts = [p.number for p in log.partitions()]
+    assert len(parts) >= 3
+    assert log.retain(before=parts[1]) == [parts[0]]
+    assert not any(n.startswith(f"{parts[0]:010d}-") for n in os.listdir(tmp_path / "primary"))
+    assert log.retain(before=parts[1]) == []
+    # Even asked to drop everything, the active partition stays.
+    assert log.retain(before=parts[-1] + 5) == parts[1:-1]
+    assert [p.number for p in log.partitions()] == [parts[-1]]
+    log.close()

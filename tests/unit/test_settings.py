@@ -68,7 +68,7 @@ def test_every_row_is_a_toml_key_and_a_flag(tmp_path: Path) -> None:
                "verify_on_start": "full", "allow_corrupt": True, "admin_from": ["10.0.0.0/8"],
                "max_clients": 3, "max_line": 64, "max_message": "4KiB", "max_args": 9, "max_request": 99,
                "max_pipeline": 2, "idle_timeout": "1m", "partial_timeout": 2, "send_timeout": 3.5,
-               "shutdown_timeout": "4s", "log_level": "debug", "log_format": "json",
+               "shutdown_timeout": "4s", "stall_timeout": "5s", "log_level": "debug", "log_format": "json",
                "refuse": True, "watch": "poll", "watch_interval": "2s",
                "admin_token": "tok", "admin_token_file": "/run/logd/token",
                "metrics": "127.0.0.1:9464", "min_acks": 2, "ack_timeout": "1.5s",
