@@ -58,6 +58,9 @@ def advertised_pair(logd_server, follower, n: int = 30):
     f = follower(a.addr, "--max-backoff", "0.5", "--advertise", b.addr, data_dir=f.data_dir)
     wait_for(lambda: b.addr in meta(a.data_dir).get("followers", []), 30,
              "A to record the follower's advertised address")
+    # The first follower's status said "stopped" on its way out: wait for the new one's.
+    wait_for(lambda: (st := stats_of(b.addr))["link"] == "streaming" and failover.fsynced_id(st) == n,
+             30, "B's status to name the restarted follower streaming")
     return a, f, b
 
 
@@ -332,8 +335,6 @@ def test_a_follower_stopped_after_catching_up_fails_the_fence_and_a_rerun_finish
     runs again it hands over by itself, and the same command, run again, goes
     on from the refusing A and finishes."""
     a, f, b = advertised_pair(logd_server, follower)
-    wait_for(lambda: failover.fsynced_id(stats_of(b.addr)) == 30, 30, "B's status to say 30 fsynced")
-    wait_for(lambda: stats_of(b.addr).get("link") == "streaming", 30, "B's follower status to say streaming")
     assert f.proc is not None
     os.kill(f.proc.pid, signal.SIGSTOP)
     try:
