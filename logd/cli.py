@@ -17,6 +17,9 @@ def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
     for s in SETTINGS:
         if s.switch:  # given: true; there is no --no-... form, the TOML file can say false
             serve.add_argument(f"--{s.flag}", action="store_true", default=None, help=s.help)
+        elif s.repeatable:  # each use adds to the list (config.parse_addresses takes it)
+            serve.add_argument(f"--{s.flag}", action="append", default=None,
+                               help=f"{s.help} [default: {s.default}]")
         else:
             serve.add_argument(f"--{s.flag}", default=None, help=f"{s.help} [default: {s.default}]")
 

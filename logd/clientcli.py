@@ -601,9 +601,11 @@ def cmd_ping(args: argparse.Namespace) -> int:
 ADMIN_TOKEN_ENV = "LOGD_ADMIN_TOKEN"
 
 
-def _admin_client(args: argparse.Namespace) -> Client:
-    """A connection for admin commands: ``AUTH`` first when ``$LOGD_ADMIN_TOKEN`` is set."""
-    client = _client(args)
+def _admin_client(args: argparse.Namespace, host: str | None = None) -> Client:
+    """A connection for admin commands (to ``host``, else -H): ``AUTH`` first when
+    ``$LOGD_ADMIN_TOKEN`` is set."""
+    client = _client(args) if host is None else connect(
+        host, timeout=args.timeout, connect_timeout=min(args.timeout, 5.0))
     token = os.environ.get(ADMIN_TOKEN_ENV, "")
     if token:
         try:
@@ -637,6 +639,35 @@ def cmd_accept(args: argparse.Namespace) -> int:
         epoch, first, changed = client.accept()
     print(f"{'' if changed else 'already primary '}epoch={epoch} first={first}")
     return EXIT_OK
+
+
+def cmd_failover(args: argparse.Namespace) -> int:
+    """A planned failover from --from to --to (failover.py), or --abort; each step printed."""
+    from . import failover
+
+    if not args.from_:
+        raise UsageError("--from HOST:PORT is required")
+    if not args.abort and not args.to:
+        raise UsageError("--to HOST:PORT is required (or --abort)")
+    def dial(address: str) -> Client:
+        return _admin_client(args, address)
+
+    try:
+        if args.abort:
+            failover.abort(args.from_, args.to, dial, say=_say)
+        else:
+            failover.run(args.from_, args.to, args.failover_timeout, dial, say=_say)
+    except failover.FailoverError as exc:
+        _say(f"FAILED: {exc.what}")
+        _say(f"state: {exc.state}")
+        _say(f"next: {exc.next}")
+        print(f"logd failover: {exc.what} (exit {exc.exit_status})", file=sys.stderr)
+        return exc.exit_status
+    return EXIT_OK
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 # -- argparse -------------------------------------------------------------------------
@@ -845,6 +876,41 @@ def register(subparsers: Any) -> None:
         "stopped, takes writes in a new epoch; prints 'epoch=N first=ID' (or 'already\n"
         "primary epoch=N first=ID'). An admin command (see shutdown; $LOGD_ADMIN_TOKEN).",
     )
+    failover = subparsers.add_parser(
+        "failover",
+        help="move the primary from one server to another (planned failover)",
+        description="Planned failover: REFUSE A (naming B); wait until B's follower has A's final\n"
+        "id fsynced; wait until that follower stops (started with --advertise B, it exits\n"
+        "when A names B), retrying ACCEPT on B while it holds the directory; ACCEPT B; print\n"
+        "the new primary, its epoch and both heads. Every step is printed as it happens. On\n"
+        "a failure it stops, says what state it left (A refusing is safe) and what to run\n"
+        "next. --abort --from A [--to B] gives A its writes back (ACCEPT on A: a new epoch),\n"
+        "refusing if B was promoted. Admin commands: $LOGD_ADMIN_TOKEN is sent when set.",
+        epilog="examples:\n  logd failover --from 10.0.0.1:1774 --to 10.0.0.2:1774\n"
+        "  logd failover --abort --from 10.0.0.1:1774 --to 10.0.0.2:1774\n\n"
+        "exit codes:\n  0  done (or aborted)\n  2  usage error\n"
+        "  10 A or B cannot be reached (before REFUSE: nothing changed)\n"
+        "  11 A is not a primary, or B not a read replica following A (nothing changed)\n"
+        "  12 REFUSE on A failed\n"
+        "  13 B did not have A's final id fsynced within --timeout (A left refusing)\n"
+        "  14 B's follower did not release the directory within --timeout (A left refusing)\n"
+        "  15 ACCEPT on B (or, with --abort, on A) failed otherwise\n"
+        "  16 --abort refused: B was promoted, or could not be asked\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    failover.add_argument("--from", dest="from_", metavar="HOST:PORT", help="the primary now (A)")
+    failover.add_argument("--to", metavar="HOST:PORT",
+                          help="the read replica to promote (B): logd serve --refuse over the "
+                          "directory of a logd-follower started with --advertise B")
+    failover.add_argument("--timeout", dest="failover_timeout", type=_positive_float,
+                          default=30.0, metavar="S",
+                          help="give up this long after REFUSE, leaving A refusing "
+                          "(default: %(default)g)")
+    failover.add_argument("--reply-timeout", dest="timeout", type=_positive_float, metavar="S",
+                          help=f"seconds to wait for each reply (default: {DEFAULT_TIMEOUT:g})")
+    failover.add_argument("--abort", action="store_true",
+                          help="give A its writes back (ACCEPT on A), unless B was promoted")
+    failover.set_defaults(func=_command(cmd_failover), client_command="failover")
 
 
 def main(argv: list[str] | None = None) -> int:

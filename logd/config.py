@@ -27,7 +27,7 @@ from typing import Any, Callable, NamedTuple, TypeVar
 from . import admin
 
 __all__ = ["ConfigError", "FsyncMode", "FsyncPolicy", "Role", "ServerConfig", "SETTINGS", "Setting",
-           "VerifyMode", "parse_host_port", "parse_size", "parse_duration", "load"]
+           "VerifyMode", "parse_addresses", "parse_host_port", "parse_size", "parse_duration", "load"]
 
 
 class FsyncMode(StrEnum):
@@ -195,6 +195,29 @@ def parse_host_port(value: Any) -> tuple[str, int] | None:
     return m.group(1) or m.group(2), int(m.group(3))
 
 
+def parse_addresses(value: Any) -> tuple[str, ...]:
+    """``HOST:PORT`` addresses: a comma-separated string, or a list of them (a TOML
+    list, or a repeated flag); ``none`` or ``""`` is none."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"must be HOST:PORT addresses, not {item!r}")
+        for part in item.split(","):
+            part = part.strip()
+            if not part or part.lower() == "none":
+                continue
+            try:
+                ok = part.lower() != "off" and parse_host_port(part) is not None
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"must be HOST:PORT addresses (such as 10.0.0.2:1774 or "
+                                 f"[::1]:1774), comma-separated, not {part!r}")
+            out.append(part)
+    return tuple(dict.fromkeys(out))
+
+
 def parse_bool(value: Any) -> bool:
     """A TOML boolean; on the command line such a setting is a switch (cli.py)."""
     if not isinstance(value, bool):
@@ -232,6 +255,11 @@ class Setting(NamedTuple):
     def switch(self) -> bool:
         """A boolean: on the command line a flag without a value."""
         return self.parse is parse_bool
+
+    @property
+    def repeatable(self) -> bool:
+        """A list: on the command line the flag may be given several times."""
+        return self.parse is parse_addresses
 
 
 T = TypeVar("T")
@@ -341,6 +369,12 @@ class ServerConfig(_Table):
         "(visible in ps: prefer --admin-token-file)", shown="none")
     admin_token_file: str | None = _setting(
         None, _text, "read the admin token from the first line of this file", shown="none")
+    peer: tuple[str, ...] = _setting(
+        (), parse_addresses, "a server to ask for its epoch when this one restarts after an "
+        "unclean stop, besides the followers it served (docs/server.rst); HOST:PORT, repeatable or "
+        "comma-separated", shown="none")
+    peer_timeout: float = _setting(3.0, _duration, "bound on that unclean-restart peer check, all peers "
+                                   "asked at once; none answering means starting refusing")
     metrics: tuple[str, int] | None = _setting(
         None, parse_host_port, "serve Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.rst)",
         shown="off")

@@ -39,13 +39,14 @@ import gevent
 import structlog
 from gevent.event import Event
 
-from . import faults, speedups
+from . import faults, peers, speedups
 from .admin import AdminPolicy, load_token
 from .config import FsyncMode, FsyncPolicy, ServerConfig
 from .errors import LogdError
 from .events import EventQueue
 from .events.role import REFUSING, Role as RoleState
 from .log.file import PROGRESS_EVERY, FileLog
+from .log.meta import META_FILE
 from .log.reader import LogReader
 from .metrics import MetricsServer, ServerCollector
 from .process import EXIT_FAILURE, Halt, InFlight, Process
@@ -116,6 +117,7 @@ class Daemon(Process):
         """
         config = self.config
         raise_fd_limit(config.max_clients)
+        existed = False  # the directory had a log before this start (its meta file)
         try:
             # Addresses first (issue 7 item 10): a taken port fails at once,
             # naming it, not after minutes of verification. Connections made
@@ -131,6 +133,7 @@ class Daemon(Process):
             if config.refuse:
                 self.log, self.watcher = self._open_replica()
             else:
+                existed = os.path.exists(os.path.join(config.data_dir, META_FILE))
                 self.log = self._open_writer()
         except (LogdError, OSError) as exc:
             log.error("startup_failed", error=str(exc))
@@ -151,11 +154,16 @@ class Daemon(Process):
             handlers.extra_stats = lambda: {**queue_stats(), **watcher.stats()}
         else:
             handlers.extra_stats = queue_stats
+        if isinstance(self.log, FileLog) and existed and not self.log.recovered_clean:
+            try:
+                self._check_peers(handlers.role)
+            except LogdError as exc:  # the refusing role could not be persisted
+                log.error("startup_failed", error=str(exc))
+                raise Halt(EXIT_FAILURE, "startup failed") from exc
         whoami = handlers.role.whoami()
         role = whoami.role
         if role == REFUSING:
-            log.warning("starting_refusing", reason="the meta file says refusing: a REFUSE (or a "
-                        "higher epoch seen) before this start; send ACCEPT to take writes",
+            log.warning("starting_refusing", reason=f"{whoami.reason}; send ACCEPT to take writes",
                         new_primary=whoami.new_primary, epoch=whoami.epoch)
         self.listeners = [Listener(self.queue, config, s) for s in self._socks]
         if self.metrics is not None:
@@ -175,6 +183,40 @@ class Daemon(Process):
                 log.info("listening", host=host, port=port, data_dir=self.log.directory,
                          fsync=str(config.fsync), role=role, epoch=whoami.epoch,
                          speedups=speedups.IMPLEMENTATION, **extra)
+
+    def _check_peers(self, role: RoleState) -> None:
+        """After an unclean stop, before any write: ask the known peers for their
+        epoch (peers.py), and refuse, persisted, if one is higher or none answers."""
+        meta = role.meta
+        if meta is None or role.refusing:  # refusing already: an ACCEPT is the operator's call
+            return
+        addresses = list(dict.fromkeys((*meta.followers, *self.config.peer)))
+        if not addresses:
+            return
+        timeout = self.config.peer_timeout
+        log.warning("peer_check", reason="no clean marker: the last stop was not clean", epoch=meta.epoch,
+                    peers=addresses, timeout=timeout)
+        self.notify.status(f"asking {len(addresses)} peer(s) for their epoch (unclean restart)")
+        pool = gevent.get_hub().threadpool
+        asks = [pool.spawn(peers.ask, a, timeout) for a in addresses]
+        gevent.wait(asks, timeout=timeout + 0.5)  # each ask is bounded by timeout itself
+        answers: list[peers.Answer] = []
+        for g, address in zip(asks, addresses):
+            got = g.value if g.ready() and g.successful() else None
+            answers.append(got if isinstance(got, peers.Answer) else peers.no_answer(address, timeout))
+        for answer in answers:
+            log.info("peer_answer", peer=answer.address, role=answer.role, epoch=answer.epoch,
+                     error=answer.error)
+        verdict = peers.decide(meta.epoch, answers, timeout)
+        if not verdict.refuse:
+            log.info("peer_check_passed", epoch=meta.epoch,
+                     answered=[a.address for a in answers if a.answered])
+            return
+        if verdict.higher is not None:
+            role.higher_epoch_seen = f"{verdict.higher.epoch} from {verdict.higher.address}"
+        role.refuse(verdict.new_primary, verdict.reason)  # persisted: StorageError fails the start
+        log.error("peer_check_refusing", reason=verdict.reason, new_primary=verdict.new_primary,
+                  epoch=meta.epoch)
 
     def _open_writer(self) -> FileLog:
         config = self.config

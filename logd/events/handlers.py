@@ -336,6 +336,7 @@ class Handlers:
             raise InvalidArgument(f"end partition {cmd.end} is before start partition {hello.partition}")
         if follower is not None:
             self.stats.incr(PARTIAL_RESUMES if follower.last_id else FULL_COPIES)
+            self.role.remember_follower(follower.advertise)  # peers for an unclean restart
         log.info("replication_started", peer=peer.addr, name=follower.name if follower else "",
                  partition=hello.partition, offset=hello.offset, next_id=hello.next_id,
                  anonymous=follower is None)

@@ -143,6 +143,20 @@ class Role:
         log.warning("accepting_writes", epoch=new.epoch, first_id=new.epochs[-1][1])
         return new.epoch, new.epochs[-1][1], True
 
+    def remember_follower(self, address: str) -> None:
+        """Record a follower's advertised address in the meta file (once: a
+        known one is not rewritten), for the unclean-restart peer check. A
+        failed write is logged, not raised: the follower is served anyway."""
+        meta = self.meta
+        if self.replica or meta is None or not address or address in meta.followers:
+            return
+        try:
+            self._save(meta_mod.with_follower(meta, address))
+        except StorageError as exc:
+            log.warning("follower_not_recorded", advertise=address, error=str(exc))
+            return
+        log.info("follower_recorded", advertise=address)
+
     def _save(self, meta: meta_mod.Meta) -> None:
         directory = self.log.directory
         try:

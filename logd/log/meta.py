@@ -32,6 +32,11 @@ One line of JSON, so an operator can read it with ``cat`` (and ``jq``)::
 ``primary`` (optional)
     Only with ``role: refusing``: the new primary the REFUSE named
     (``host:port``), so that refusals after a restart still name it.
+``followers`` (optional)
+    ``["host:port", ...]``: the addresses the followers this server served
+    advertised (``logd-follower --advertise``: the read replica over each
+    copy), newest last, at most ``MAX_FOLLOWERS``. A primary restarting
+    after an unclean stop asks them for their epoch first (daemon.py).
 
 Why JSON and not msgpack (the wire's encoding): the file is tiny, read once
 per open, and read by people (``cat``, backups, support tickets) more often
@@ -47,7 +52,7 @@ A file that exists but is not a whole format-1 file is never replaced
 silently, because it is the only record of which history the partitions
 belong to: the open fails with ``MetaError``, naming the file. Moving it
 away on purpose makes the next writer adopt the directory as a new history.
-Keys other than the five (and ``primary``) are refused too: they can only come from a newer
+Keys other than the five (and ``primary``, ``followers``) are refused too: they can only come from a newer
 format, and rewriting the file without them could drop an epoch fence.
 """
 
@@ -66,7 +71,8 @@ from ..errors import StorageError
 from ..fsutil import atomic_write, read_small
 
 __all__ = ["META_FILE", "FORMAT", "ROLES", "Meta", "MetaError", "new", "load", "adopt", "save",
-           "encode", "decode", "with_role", "with_epoch", "parse_epochs"]
+           "encode", "decode", "with_role", "with_epoch", "with_follower", "parse_epochs",
+           "MAX_FOLLOWERS"]
 
 log = structlog.get_logger("logd.log")
 
@@ -74,7 +80,8 @@ META_FILE = "meta"
 FORMAT = 1
 ROLES = ("primary", "replica", "refusing")
 _KEYS = ("format", "history", "created", "role", "epochs")
-_OPTIONAL = ("primary",)
+_OPTIONAL = ("primary", "followers")
+MAX_FOLLOWERS = 16  # advertised follower addresses kept; the oldest goes first
 _MAX_SIZE = 64 * 1024  # a sane meta file is ~150 bytes; do not read a stray huge file whole
 
 
@@ -98,6 +105,7 @@ class Meta:
     role: str  # one of ROLES
     epochs: tuple[tuple[int, int], ...]  # (epoch, first id), increasing
     primary: str = ""  # role "refusing": the new primary its REFUSE named, if any
+    followers: tuple[str, ...] = ()  # followers' advertised addresses, newest last
 
     @property
     def epoch(self) -> int:
@@ -108,13 +116,21 @@ class Meta:
 def with_role(meta: Meta, role: str, primary: str = "") -> Meta:
     """``meta`` with another role (and, refusing, the new primary's address)."""
     return Meta(meta.format, meta.history, meta.created, role, meta.epochs,
-                primary if role == "refusing" else "")
+                primary if role == "refusing" else "", meta.followers)
 
 
 def with_epoch(meta: Meta, first_id: int) -> Meta:
     """``meta`` as a primary in a new epoch (last + 1) whose first record is ``first_id``."""
     return Meta(meta.format, meta.history, meta.created, "primary",
-                (*meta.epochs, (meta.epoch + 1, first_id)))
+                (*meta.epochs, (meta.epoch + 1, first_id)), followers=meta.followers)
+
+
+def with_follower(meta: Meta, address: str) -> Meta:
+    """``meta`` remembering a follower's advertised ``address`` (moved to the end
+    if known; the oldest dropped past ``MAX_FOLLOWERS``)."""
+    kept = tuple(a for a in meta.followers if a != address) + (address,)
+    return Meta(meta.format, meta.history, meta.created, meta.role, meta.epochs, meta.primary,
+                kept[-MAX_FOLLOWERS:])
 
 
 def new(now: datetime | None = None, history: str | None = None, role: str = "primary") -> Meta:
@@ -131,6 +147,8 @@ def encode(meta: Meta) -> bytes:
            "role": meta.role, "epochs": [list(e) for e in meta.epochs]}
     if meta.primary:
         doc["primary"] = meta.primary
+    if meta.followers:
+        doc["followers"] = list(meta.followers)
     return json.dumps(doc).encode() + b"\n"
 
 
@@ -158,7 +176,8 @@ def decode(data: bytes, path: str = META_FILE) -> Meta:
         raise MetaError(path, ", ".join([*(f"no {k!r}" for k in missing),
                                          *(f"unknown key {k!r}" for k in extra)]))
     return Meta(FORMAT, _history(doc["history"], path), _created(doc["created"], path),
-                _role(doc["role"], path), _epochs(doc["epochs"], path), _primary(doc, path))
+                _role(doc["role"], path), _epochs(doc["epochs"], path), _primary(doc, path),
+                _followers(doc, path))
 
 
 def load(directory: str) -> Meta | None:
@@ -249,6 +268,15 @@ def _primary(doc: dict[str, Any], path: str) -> str:
     if not isinstance(value, str) or len(value) > 300:
         raise MetaError(path, f"primary {value!r} is not a host:port string")
     return value
+
+
+def _followers(doc: dict[str, Any], path: str) -> tuple[str, ...]:
+    value = doc.get("followers", [])
+    if not (isinstance(value, list) and len(value) <= MAX_FOLLOWERS
+            and all(isinstance(a, str) and 0 < len(a) <= 300 for a in value)):
+        raise MetaError(path, f"followers {value!r:.80} is not a list of at most "
+                              f"{MAX_FOLLOWERS} host:port strings")
+    return tuple(value)
 
 
 def parse_epochs(value: Any, allow_empty: bool = False) -> tuple[tuple[int, int], ...]:

@@ -71,7 +71,8 @@ def test_every_row_is_a_toml_key_and_a_flag(tmp_path: Path) -> None:
                "shutdown_timeout": "4s", "stall_timeout": "5s", "log_level": "debug", "log_format": "json",
                "refuse": True, "watch": "poll", "watch_interval": "2s",
                "admin_token": "tok", "admin_token_file": "/run/logd/token",
-               "metrics": "127.0.0.1:9464", "min_acks": 2, "ack_timeout": "1.5s"}
+               "metrics": "127.0.0.1:9464", "min_acks": 2, "ack_timeout": "1.5s",
+               "peer": ["10.0.0.2:1774", "10.0.0.3:1774"], "peer_timeout": "1s"}
     assert set(samples) == {s.name for s in SETTINGS}, "a new row needs a sample here"
     lines = []
     for key, value in samples.items():
