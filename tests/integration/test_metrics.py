@@ -111,7 +111,9 @@ def test_follower_metrics_and_the_primarys_lag(logd_server, follower):
 
     def caught_up() -> Samples | None:
         got = scrape(f)
+        # fsynced follows written by one fsync: a scrape can fall between the two.
         return got if got[("logd_follower_written_id", ())] == 200 and \
+            got[("logd_follower_fsynced_id", ())] == 200 and \
             got[("logd_follower_state", (("state", "streaming"),))] == 1 else None
 
     got = wait_for(caught_up, timeout=30, what="follower caught up")
@@ -120,7 +122,6 @@ def test_follower_metrics_and_the_primarys_lag(logd_server, follower):
     assert got[("logd_follower_copied_ids_total", ())] == 200
     copied = sum(p.stat().st_size for p in f.data_dir.glob("*.log"))
     assert got[("logd_follower_copied_bytes_total", ())] == copied
-    assert got[("logd_follower_fsynced_id", ())] == 200  # --fsync always: synced before the ACK
     assert got[("logd_follower_reconnects_total", ())] == 0
     assert got[("logd_follower_fsync_duration_seconds_count", ())] >= 1
     assert sum(by_label(got, "logd_follower_state", "state").values()) == 1
