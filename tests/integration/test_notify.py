@@ -18,21 +18,13 @@ import pytest
 from logd.log.file import FileLog
 
 from .notify import NotifySocket
+from .test_connections import wait_for
 from .wire import Wire
 
 pytestmark = pytest.mark.integration
 
 DEADLINE = 15.0
 
-
-def wait_for(cond, what: str, timeout: float = DEADLINE):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.02)
 
 
 def pings(notify: NotifySocket, pid: int) -> list[float]:
@@ -51,7 +43,7 @@ def test_watchdog_pings_at_half_the_interval_and_stop_while_the_fsync_is_wedged(
     srv = logd_server("--fsync", "always", "--stall-timeout", "0.5", notify=kind,
                       env={"WATCHDOG_USEC": "400000", "LOGD_FAULTS": f"fsync_wedge={wedge}"})
     pid = srv.proc.pid
-    wait_for(lambda: len(pings(srv.notify, pid)) >= 6, "six pings")
+    wait_for(lambda: len(pings(srv.notify, pid)) >= 6, what="six pings")
     gaps = [b - a for a, b in zip(pings(srv.notify, pid), pings(srv.notify, pid)[1:])]
     assert 0.15 <= statistics.median(gaps) <= 0.3, gaps  # half of 0.4 s
     ready = srv.notify.with_line("READY=1", pid)[0].at
@@ -64,7 +56,7 @@ def test_watchdog_pings_at_half_the_interval_and_stop_while_the_fsync_is_wedged(
         wedge.unlink()  # else the fixture's SIGTERM would wait on the fsync too
     assert srv.w.line() == b"OK 1\r\n"  # nothing lost: the MSG is acked once the fsync returns
     srv.wait_event("watchdog_resumed")
-    wait_for(lambda: [t for t in pings(srv.notify, pid) if t > stopped_at], "pings again")
+    wait_for(lambda: [t for t in pings(srv.notify, pid) if t > stopped_at], what="pings again")
 
 
 def check_wedged(srv, pid: int) -> float:
@@ -123,7 +115,7 @@ def test_status_of_a_primary_a_follower_and_a_read_replica(logd_server, follower
     primary = logd_server("--fsync", "interval:20")
     f = follower(primary.addr, "--fsync", "never", "--name", "replica-a").wait_ready()
     ready = f.notify.with_line("READY=1", f.proc.pid)[0]
-    assert ready.lines[1].startswith(f"STATUS=")  # READY carries the first status
+    assert ready.lines[1].startswith("STATUS=")  # READY carries the first status
     assert f.events("link_state")  # the handshake came first
     replica = logd_server("--refuse", data_dir=f.data_dir)
     w = Wire(primary.host, primary.port, timeout=10)
@@ -133,11 +125,11 @@ def test_status_of_a_primary_a_follower_and_a_read_replica(logd_server, follower
 
     want_primary = "primary epoch 1: head 10, synced 10, 1 follower: replica-a lag 0"
     wait_for(lambda: want_primary in statuses(primary.notify, primary.proc.pid),
-             f"{want_primary}; got {statuses(primary.notify, primary.proc.pid)}")
+             what=f"{want_primary}; got {statuses(primary.notify, primary.proc.pid)}")
     want_follower = f"streaming (primary {primary.addr}): copy at id 10, primary head 10, lag 0 ids"
-    wait_for(lambda: want_follower in statuses(f.notify, f.proc.pid), want_follower)
+    wait_for(lambda: want_follower in statuses(f.notify, f.proc.pid), what=want_follower)
     want_replica = f"read replica of {primary.addr}: link streaming, head 10, lag 0 ids"
-    wait_for(lambda: want_replica in statuses(replica.notify, replica.proc.pid), want_replica)
+    wait_for(lambda: want_replica in statuses(replica.notify, replica.proc.pid), what=want_replica)
 
     # At most one STATUS= a second, however often the head moves.
     for _ in range(30):
@@ -145,7 +137,7 @@ def test_status_of_a_primary_a_follower_and_a_read_replica(logd_server, follower
         w.line()
         time.sleep(0.02)
     want_primary = "primary epoch 1: head 40, synced 40, 1 follower: replica-a lag 0"
-    wait_for(lambda: want_primary in statuses(primary.notify, primary.proc.pid), want_primary)
+    wait_for(lambda: want_primary in statuses(primary.notify, primary.proc.pid), what=want_primary)
     ready_at = primary.notify.with_line("READY=1", primary.proc.pid)[0].at
     times = [n.at for n in primary.notify.with_line("STATUS=", primary.proc.pid) if n.at >= ready_at]
     assert len(times) >= 3 and min(b - a for a, b in zip(times, times[1:])) >= 0.9, times
@@ -154,9 +146,9 @@ def test_status_of_a_primary_a_follower_and_a_read_replica(logd_server, follower
     assert f.wait_exit() == 0
     assert f.notify.texts(f.proc.pid)[-1].startswith("STOPPING=1")
     want_primary = "primary epoch 1: head 40, synced 40, no followers"
-    wait_for(lambda: want_primary in statuses(primary.notify, primary.proc.pid), want_primary)
+    wait_for(lambda: want_primary in statuses(primary.notify, primary.proc.pid), what=want_primary)
     wait_for(lambda: any(s.startswith(f"read replica of {primary.addr}: link stopped, head 40")
-                         for s in statuses(replica.notify, replica.proc.pid)), "the replica sees the link stop")
+                         for s in statuses(replica.notify, replica.proc.pid)), what="the replica sees the link stop")
 
 
 def test_follower_is_ready_only_after_its_handshake_unless_it_has_a_copy(logd_server, follower) -> None:
@@ -164,7 +156,7 @@ def test_follower_is_ready_only_after_its_handshake_unless_it_has_a_copy(logd_se
     addr = primary.addr
     assert primary.stop() == 0  # nobody listens there now
     f = follower(addr, "--max-backoff", "0.2")
-    wait_for(lambda: len(f.events("reconnecting")) >= 3, "a few failed attempts")
+    wait_for(lambda: len(f.events("reconnecting")) >= 3, what="a few failed attempts")
     assert f.notify.with_line("READY=1") == []  # an empty copy and no primary: not ready
     f.stop()
 
@@ -173,7 +165,7 @@ def test_follower_is_ready_only_after_its_handshake_unless_it_has_a_copy(logd_se
     w.cmd("MSG", b"one")
     assert w.line() == b"OK 1\r\n"
     f = follower(primary.addr, "--fsync", "never", data_dir=f.data_dir).wait_ready()
-    wait_for(lambda: f.events("follower_caught_up"), "caught up")
+    wait_for(lambda: f.events("follower_caught_up"), what="caught up")
     assert f.stop() == 0
     assert primary.stop() == 0
     f = follower(primary.addr, "--max-backoff", "0.2", data_dir=f.data_dir).wait_ready()  # a copy to serve

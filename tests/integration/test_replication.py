@@ -15,7 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-import msgpack
 import pytest
 
 from logd.errors import Diverged

@@ -7,7 +7,6 @@ Real ``logd serve`` processes; a server that must refuse to start is run with
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess

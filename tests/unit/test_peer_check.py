@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import msgpack
 import pytest
 
 from logd import peers

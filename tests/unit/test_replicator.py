@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from follower.replicator import (EXIT_DIVERGED, EXIT_NOTRETAINED, BadStream, Replicator, Roll, Write,
+from follower.replicator import (EXIT_DIVERGED, EXIT_NOTRETAINED, BadStream, Replicator, Roll,
                                  exit_for)
 from logd import stats as st
 from logd.config import FsyncPolicy
