@@ -69,7 +69,7 @@ def test_the_token_admits_any_peer_after_auth_and_wrong_tokens_are_counted(logd_
     assert reply(w, "ACCEPT") == b"OK epoch=2 first=2\r\n"
     st = w.stats()
     assert (st["admin_refused"], st["auth_failures"], st["epoch"]) == (2, 1, 2)
-    assert srv.events("auth_failed")[0]["peer"].startswith("127.0.0.2:")
+    assert srv.wait_event("auth_failed")["peer"].startswith("127.0.0.2:")
     assert reply(w, "SHUTDOWN") == b"OK\r\n"
     assert srv.proc is not None and srv.proc.wait(20) == 0
 

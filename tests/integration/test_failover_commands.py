@@ -86,7 +86,7 @@ def test_refuse_names_the_new_primary_fsyncs_and_the_follower_reaches_the_final_
     # A bare REFUSE leaves the follower streaming: it reaches the final id.
     wait_for(lambda: head_of(f.data_dir) == 75, 30, "the follower to reach the final id")
     assert f.proc is not None and f.proc.poll() is None
-    assert srv.events("refusing_writes")[0]["new_primary"] == "10.1.2.3:1774"
+    assert srv.wait_event("refusing_writes")["new_primary"] == "10.1.2.3:1774"
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "kill -9"])

@@ -169,7 +169,9 @@ def test_follower_is_ready_only_after_its_handshake_unless_it_has_a_copy(logd_se
     assert f.stop() == 0
     assert primary.stop() == 0
     f = follower(primary.addr, "--max-backoff", "0.2", data_dir=f.data_dir).wait_ready()  # a copy to serve
-    assert f.events("follower_started")[0]["head"] == 1
+    # READY=1 can arrive before the log line is read from the follower's stderr.
+    started = wait_for(lambda: f.events("follower_started"), what="the follower_started line")
+    assert started[0]["head"] == 1
     status = [line for line in f.notify.with_line("READY=1", f.proc.pid)[0].lines if line.startswith("STATUS=")]
     assert status == [f"STATUS=connecting (primary {primary.addr}): copy at id 1, primary head 0, lag unknown"]
     assert f.stop() == 0
