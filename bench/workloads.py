@@ -356,8 +356,15 @@ def _w3_worker(port: int, codec_name: str, nconns: int, start_at, duration: floa
     return {"count": count, "lat": lat.tobytes(), "cpu": cpu}
 
 
-def concurrent_writers(port: int, codec_name: str, nconns: int, procs: int, duration: float) -> dict:
-    """W3: ``nconns`` connections over ``procs`` client processes, for ``duration`` seconds."""
+def concurrent_writers(port: int, codec_name: str, nconns: int, procs: int, duration: float,
+                       server_cpu=None) -> dict:
+    """W3: ``nconns`` connections over ``procs`` client processes, for ``duration`` seconds.
+
+    ``server_cpu``: a callable returning the server's CPU seconds, read when the
+    clock starts and when it stops: ``window_server_cpu`` is the server's CPU of
+    the measured seconds only, without accepting and closing the connections
+    (which grows with their count and is not the cost of a request).
+    """
     kids = Children()
     start_at = kids.ctx.Value("d", 0.0)
     readies = []
@@ -370,7 +377,13 @@ def concurrent_writers(port: int, codec_name: str, nconns: int, procs: int, dura
         for ev in readies:
             if not ev.wait(30):
                 break
-        start_at.value = perf() + 0.2
+        start_at.value = t_start = perf() + 0.2
+        window = None
+        if server_cpu is not None:
+            _wait_until(t_start)
+            c0 = server_cpu()
+            _wait_until(t_start + duration)
+            window = server_cpu() - c0
         results = kids.results(duration + IO_TIMEOUT + 40)
     finally:
         start_at.value = start_at.value or 1.0  # release waiting workers on error
@@ -389,6 +402,8 @@ def concurrent_writers(port: int, codec_name: str, nconns: int, procs: int, dura
         cpu += r["cpu"]
     out = {"msgs": count, "wall_s": duration, "msgs_per_s": count / duration, "conns": nconns,
            "client_procs": procs, "client_cpu": cpu, "client_cores": cpu / duration}
+    if window is not None:
+        out["window_server_cpu"] = window
     out.update(percentiles(lat))
     return out
 
