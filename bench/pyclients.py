@@ -41,9 +41,22 @@ def redis_py_missing() -> str | None:
     return None
 
 
-def _figures(msgs: int, requests: int, wall: float, cpu: float) -> dict:
+def client_impl(system: str) -> str:
+    """Which parser the library runs: logd's native fast path or pure Python; redis-py's hiredis."""
+    if system == "logd":
+        from logd import speedups
+
+        return f"logd.client ({speedups.IMPLEMENTATION})"
+    import hiredis
+    import redis
+
+    return f"redis-py {redis.__version__} + hiredis {hiredis.__version__}"
+
+
+def _figures(system: str, msgs: int, requests: int, wall: float, cpu: float) -> dict:
     return {"msgs": msgs, "requests": requests, "wall_s": wall, "msgs_per_s": msgs / wall,
-            "mb_per_s": msgs * BODY_SIZE / wall / 1e6, "client_cpu": cpu, "client_cores": cpu / wall}
+            "mb_per_s": msgs * BODY_SIZE / wall / 1e6, "client_cpu": cpu, "client_cores": cpu / wall,
+            "client_impl": client_impl(system)}
 
 
 def _redis(port: int):
@@ -107,7 +120,7 @@ def write(port: int, system: str, n_requests: int, per_request: int, window: int
     cpu = time.process_time() - cpu0
     if written != n_requests * per_request:
         raise ReplyError(f"wrote {written} messages, expected {n_requests * per_request}")
-    out = _figures(written, n_requests, wall, cpu)
+    out = _figures(system, written, n_requests, wall, cpu)
     if latencies is not None:
         out.update(percentiles(latencies))
     return out
@@ -151,4 +164,4 @@ def read(port: int, system: str, count: int, timeout: float) -> dict:
     cpu = time.process_time() - cpu0
     if total != count:
         raise ReplyError(f"read {total} messages, expected {count}")
-    return _figures(total, requests, wall, cpu)
+    return _figures(system, total, requests, wall, cpu)

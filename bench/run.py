@@ -192,6 +192,11 @@ def rows_for(selected: list[str]) -> list[tuple]:
     return out
 
 
+def selected_py(selected: list[str]) -> str | None:
+    """The first library workload selected (the notes name each library once, under it)."""
+    return next((w for w in selected if w in pyclients.WORKLOADS), None)
+
+
 def primary_key(w: str) -> str:
     return PRIMARY["W3" if w3_conns(w) is not None else w]
 
@@ -681,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
                 if r.get("other_cores", 0) > 0.2 and r.get("bench_wall_s", 0) >= 2:
                     who = ", ".join(f"{n} {c:.2f}" for n, c in r["other_processes"])
                     notes.append(f"{w} {system} {mode}: other processes used {r['other_cores']:.2f} cores ({who})")
+                if w in pyclients.WORKLOADS and r.get("client_impl") and w == selected_py(selected):
+                    notes.append(f"{w} {system} {mode}: client {r['client_impl']}")
                 if w == "W7" and r.get("lag_ms_method"):
                     notes.append(f"{w} {system} {mode}: follower lag from {r['lag_samples']} STATS samples "
                                  f"(~{replication.SAMPLE * 1000:.0f} ms apart), ms by {r['lag_ms_method']}; "
