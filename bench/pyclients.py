@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-from workloads import BODY, BODY_SIZE, IO_TIMEOUT, BenchTimeout, percentiles
+from workloads import BODY, IO_TIMEOUT, BenchTimeout, figures, percentiles
 from wire import PAGE, STREAM, ReplyError
 
 WORKLOADS = ["W1py", "W2py", "W4py"]
@@ -54,9 +54,7 @@ def client_impl(system: str) -> str:
 
 
 def _figures(system: str, msgs: int, requests: int, wall: float, cpu: float) -> dict:
-    return {"msgs": msgs, "requests": requests, "wall_s": wall, "msgs_per_s": msgs / wall,
-            "mb_per_s": msgs * BODY_SIZE / wall / 1e6, "client_cpu": cpu, "client_cores": cpu / wall,
-            "client_impl": client_impl(system)}
+    return dict(figures(msgs, requests, wall, cpu), client_impl=client_impl(system))
 
 
 def _redis(port: int):

@@ -90,6 +90,12 @@ def percentiles(values, ps=(50, 99, 99.9)) -> dict:
     return out
 
 
+def figures(msgs: int, requests: int, wall: float, cpu: float) -> dict:
+    """A one-connection workload's figures: rate, and the client's CPU (seconds, cores)."""
+    return {"msgs": msgs, "requests": requests, "wall_s": wall, "msgs_per_s": msgs / wall,
+            "mb_per_s": msgs * BODY_SIZE / wall / 1e6, "client_cpu": cpu, "client_cores": cpu / wall}
+
+
 # -- one connection: pipelined writes ---------------------------------------------
 
 
@@ -145,11 +151,7 @@ def write_loop(port: int, codec_name: str, n_requests: int, per_request: int, wi
         conn.close()
     wall = perf() - t0
     cpu = time.process_time() - cpu0
-    msgs = n_requests * per_request
-    return {
-        "msgs": msgs, "requests": n_requests, "wall_s": wall, "msgs_per_s": msgs / wall,
-        "mb_per_s": msgs * BODY_SIZE / wall / 1e6, "client_cpu": cpu, "client_cores": cpu / wall,
-    }
+    return figures(n_requests * per_request, n_requests, wall, cpu)
 
 
 # -- one connection: read everything from the beginning -------------------------------
@@ -189,10 +191,7 @@ def read_all(port: int, codec_name: str, count: int, timeout: float, raw: bool =
     cpu = time.process_time() - cpu0
     if total != count:
         raise ReplyError(f"read {total} messages, expected {count}")
-    return {
-        "msgs": total, "requests": requests, "wall_s": wall, "msgs_per_s": total / wall,
-        "mb_per_s": total * BODY_SIZE / wall / 1e6, "client_cpu": cpu, "client_cores": cpu / wall,
-    }
+    return figures(total, requests, wall, cpu)
 
 
 def parse_ceiling(codec_name: str, count: int = 100_000) -> dict:
