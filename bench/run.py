@@ -11,6 +11,7 @@ import atexit
 import json
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -21,23 +22,32 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import pyclients  # noqa: E402
 import replication  # noqa: E402
 import servers  # noqa: E402
 import workloads  # noqa: E402
 from servers import MODES, LogdServer, Profiler, RedisServer, ServerError  # noqa: E402
 
-ORDER = ["W1", "W4", "W2", "W3", "W5"]  # W4 reads what W1 wrote
+# on the pair's long-lived servers, in this order (W4 reads what W1 wrote); W3 stands for
+# every W3 connection count (W3, W3c256, ...: w3_name)
+ORDER = ["W1", "W1py", "W4", "W4py", "W2", "W2py", "W3", "W5"]
 REPL = replication.WORKLOADS  # W6 W7 W8 W1m W2m: each on its own fresh primary + follower/replica
-ALL = ["W1", "W2", "W3", "W4", "W5"] + REPL
+ALL = ["W1", "W2", "W3", "W4", "W5"] + pyclients.WORKLOADS + REPL
+W3_DEFAULT = 64  # W3 at this count keeps its name; other counts are W3c<N>
 SYSTEMS = ["logd", "redis"]
 
 # (workload, label, key, comparison, target ratio logd/redis); None: reported only
 ROWS = [
     ("W1", "msgs/s", "msgs_per_s", ">=", 1.0),
     ("W1", "srv us/msg", "server_us_per_msg", None, None),
+    ("W1py", "msgs/s", "msgs_per_s", None, None),
+    ("W1py", "srv us/msg", "server_us_per_msg", None, None),
     ("W2", "p50 ms", "p50_ms", "<=", 1.2),
     ("W2", "p99 ms", "p99_ms", None, None),
     ("W2", "srv us/msg", "server_us_per_msg", None, None),
+    ("W2py", "p50 ms", "p50_ms", None, None),
+    ("W2py", "p99 ms", "p99_ms", None, None),
+    ("W2py", "srv us/msg", "server_us_per_msg", None, None),
     ("W3", "msgs/s", "msgs_per_s", None, None),
     ("W3", "p99 ms", "p99_ms", None, None),
     ("W3", "srv us/msg", "server_us_per_msg", None, None),
@@ -46,6 +56,8 @@ ROWS = [
     ("W4", "client ceiling", "ceiling_msgs_per_s", None, None),
     ("W4", "raw msgs/s", "raw.msgs_per_s", None, None),
     ("W4", "raw srv us/msg", "raw.server_us_per_msg", None, None),
+    ("W4py", "msgs/s", "msgs_per_s", ">=", 2.0),
+    ("W4py", "srv us/msg", "server_us_per_msg", None, None),
     ("W5", "p50 ms", "p50_ms", None, None),
     ("W5", "p99 ms", "p99_ms", "<=", 1.0),
     # replication (issue 9, 10). "abs>=": logd's own figure against the target, no ratio
@@ -103,7 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--systems", default="logd,redis", help="comma list: logd,redis")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each workload N times, alternating which server goes first; report the median run")
-    ap.add_argument("--w3-conns", type=int, default=64)
+    ap.add_argument("--w3-conns", type=parse_w3_conns, default=[W3_DEFAULT], metavar="64,256,1024",
+                    help="W3's connection counts: W3 runs once per count (64 is W3, others W3c<N>)")
     ap.add_argument("--w3-procs", type=int, default=2, help="client processes for W3 (the machine has %d cores)" % (os.cpu_count() or 0))
     ap.add_argument("--w5-rate", type=float, default=5000.0, help="W5 writer rate, msg/s")
     ap.add_argument("--tmp-dir", default=None, help="where the servers' temp data dirs go (default: $TMPDIR or /tmp); "
@@ -119,6 +132,75 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def parse_w3_conns(value: str) -> list[int]:
+    """``"64,256,1024"`` -> [64, 256, 1024]: distinct positive counts, in the order given."""
+    out: list[int] = []
+    for item in value.split(","):
+        item = item.strip()
+        try:
+            n = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a connection count: {item!r}") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"a connection count must be at least 1: {n}")
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def w3_name(conns: int) -> str:
+    return "W3" if conns == W3_DEFAULT else f"W3c{conns}"
+
+
+def w3_conns(name: str) -> int | None:
+    """The connection count a W3 workload name stands for (None: not a W3 name)."""
+    if name == "W3":
+        return W3_DEFAULT
+    if name.startswith("W3c") and name[3:].isdigit() and int(name[3:]) > 0:
+        return int(name[3:])
+    return None
+
+
+def expand_w3(selected: list[str], conns: list[int]) -> list[str]:
+    """``-w W3`` means W3 at every ``--w3-conns`` count (by rising count); W3c<N> names stay as given."""
+    out: list[str] = []
+    for w in selected:
+        names = [w3_name(n) for n in sorted(conns)] if w == "W3" else [w]
+        out.extend(n for n in names if n not in out)
+    return out
+
+
+def shared_order(selected: list[str]) -> list[str]:
+    """The selected workloads that run on the pair's long-lived servers, in ORDER (W3s by count)."""
+    def key(w: str) -> tuple[int, int]:
+        n = w3_conns(w)
+        return (ORDER.index("W3"), n) if n is not None else (ORDER.index(w), 0)
+
+    return sorted((w for w in selected if w in ORDER or w3_conns(w) is not None), key=key)
+
+
+def rows_for(selected: list[str]) -> list[tuple]:
+    """ROWS for the selected workloads; every W3 count gets W3's rows under its own name."""
+    w3s = sorted((w for w in selected if w3_conns(w) is not None), key=lambda w: w3_conns(w) or 0)
+    w3_rows = [r for r in ROWS if r[0] == "W3"]
+    out: list[tuple] = []
+    for row in ROWS:
+        if row is w3_rows[0]:  # all W3 rows, once per count
+            out.extend((w,) + r[1:] for w in w3s for r in w3_rows)
+        elif row[0] != "W3" and row[0] in selected:
+            out.append(row)
+    return out
+
+
+def selected_py(selected: list[str]) -> str | None:
+    """The first library workload selected (the notes name each library once, under it)."""
+    return next((w for w in selected if w in pyclients.WORKLOADS), None)
+
+
+def primary_key(w: str) -> str:
+    return PRIMARY["W3" if w3_conns(w) is not None else w]
+
+
 def _csv(value: str, allowed: list[str], what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if value.strip().lower() == "all":
@@ -126,7 +208,8 @@ def _csv(value: str, allowed: list[str], what: str) -> list[str]:
     if what == "workload":  # case-insensitive: w1, W1m, w1M
         canon = {a.upper(): a for a in allowed}
         items = [canon.get(v.upper(), v) for v in items]
-    bad = [v for v in items if v not in allowed]
+        items = [f"W3c{v[3:]}" if v.upper().startswith("W3C") else v for v in items]
+    bad = [v for v in items if v not in allowed and not (what == "workload" and w3_conns(v) is not None)]
     if bad:
         raise SystemExit(f"unknown {what}: {', '.join(bad)} (choose from {', '.join(allowed)})")
     return items
@@ -138,7 +221,7 @@ def plan(args: argparse.Namespace) -> dict:
         "scale": scale,
         "W1": {"msgs": max(1000, int(1_000_000 * scale)) // 100 * 100, "per_request": 100, "in_flight": 8},
         "W2": {"requests": max(100, int(20_000 * scale))},
-        "W3": {"conns": args.w3_conns, "procs": args.w3_procs, "seconds": max(1.0, 10 * scale)},
+        "W3": {"conns": list(args.w3_conns), "procs": args.w3_procs, "seconds": max(1.0, 10 * scale)},
         "W4": {"msgs": max(1000, int(1_000_000 * scale)) // 100 * 100},
         "W5": {"rate": args.w5_rate, "seconds": max(1.0, 10 * scale)},
         "W6": {"msgs": max(1000, int(1_000_000 * scale)) // 100 * 100},
@@ -157,9 +240,20 @@ def run_workload(w: str, server, p: dict) -> dict:
         r = workloads.write_loop(port, codec, p["W2"]["requests"], 1, 1, lat, timeout=900)
         r.update(workloads.percentiles(lat))
         return r
-    if w == "W3":
+    if w == "W1py":
+        c = p["W1"]
+        return pyclients.write(port, codec, c["msgs"] // c["per_request"], c["per_request"], c["in_flight"],
+                               None, timeout=900)
+    if w == "W2py":
+        return pyclients.write(port, codec, p["W2"]["requests"], 1, 1, [], timeout=900)
+    if w == "W4py":
+        return pyclients.read(port, codec, p["W4"]["msgs"], timeout=900)
+    if (conns := w3_conns(w)) is not None:
         c = p["W3"]
-        return workloads.concurrent_writers(port, codec, c["conns"], c["procs"], c["seconds"])
+        short = fd_shortfall(conns)
+        if short:
+            raise servers.ServerError(short)
+        return workloads.concurrent_writers(port, codec, conns, c["procs"], c["seconds"], server_cpu=server.cpu)
     if w == "W4":
         return workloads.read_all(port, codec, p["W4"]["msgs"], timeout=900)
     if w == "W4raw":
@@ -227,7 +321,7 @@ def others(before: dict, after: dict, exclude: set, wall: float) -> list:
     return [[k, round(v / wall, 3)] for k, v in top[:5] if v / wall >= 0.01]
 
 
-PRIMARY = {"W1": "msgs_per_s", "W2": "p50_ms", "W3": "msgs_per_s", "W4": "msgs_per_s", "W5": "p99_ms",
+PRIMARY = {"W1py": "msgs_per_s", "W2py": "p50_ms", "W4py": "msgs_per_s", "W1": "msgs_per_s", "W2": "p50_ms", "W3": "msgs_per_s", "W4": "msgs_per_s", "W5": "p99_ms",
            "W6": "seconds", "W7": "msgs_per_s", "W8": "p99_ms", "W1m": "msgs_per_s", "W2m": "p50_ms"}
 
 
@@ -292,6 +386,10 @@ def measure(w: str, server, p: dict, args, stamp: str, profile: set, rep: int) -
     r["other_processes"] = others(snap0, snap1, ours | _client_pids(snap0, snap1), wall)
     r["other_cores"] = sum(c for _n, c in r["other_processes"])
     msgs = r.get("msgs") or r.get("received")
+    if "window_server_cpu" in r:  # W3: the measured seconds only, not connecting and closing
+        r["server_cpu_with_connects"] = r["server_cpu"]
+        r["server_cpu"] = r["window_server_cpu"]
+        r["server_cores"] = r["server_cpu"] / r["wall_s"]
     if msgs and "error" not in r:
         r["server_us_per_msg"] = r["server_cpu"] / msgs * 1e6
     if w == "W4" and "error" not in r:
@@ -312,7 +410,7 @@ def combine(w: str, runs: list[dict]) -> dict:
     good = [r for r in runs if "error" not in r]
     if not good:
         return dict(runs[0], runs=runs)
-    key = PRIMARY[w]
+    key = primary_key(w)
     good.sort(key=lambda r: r.get(key, 0))
     med = dict(good[(len(good) - 1) // 2])
     med["repeats"] = [r.get(key) for r in runs if "error" not in r]
@@ -325,7 +423,7 @@ def bench_mode(mode: str, systems: list[str], selected: list[str], p: dict, args
     W1 on logd, W1 on Redis, W4 on logd, ... so that any disturbance hits both sides alike."""
     out: dict = {s: {} for s in systems}
     live: dict = {}
-    shared = [w for w in selected if w in ORDER]
+    shared = shared_order(selected)
     try:
         for system in systems if shared else []:
             log(f"starting {system} ({mode})")
@@ -372,9 +470,7 @@ def run_shared(mode: str, systems: list[str], selected: list[str], p: dict, args
                out: dict, live: dict) -> None:
     """W1-W5 on the pair's long-lived servers, interleaved."""
     filled = {s: False for s in systems}
-    for w in ORDER:
-        if w not in selected:
-            continue
+    for w in shared_order(selected):
         runs: dict = {s: [] for s in live}
         for rep in range(args.repeat):
             order = list(live) if rep % 2 == 0 else list(reversed(list(live)))
@@ -383,7 +479,7 @@ def run_shared(mode: str, systems: list[str], selected: list[str], p: dict, args
                 if server.proc is None or server.proc.poll() is not None:
                     runs[system].append({"error": f"server exited with {server.proc.returncode if server.proc else '?'}"})
                     continue
-                if w == "W4" and not filled[system]:
+                if w in ("W4", "W4py") and not filled[system]:
                     n = p["W4"]["msgs"]
                     log(f"  {system} {mode}: prefill {n} messages for W4")
                     workloads.write_loop(server.port, system, n // 100, 100, 8, None, timeout=900)
@@ -391,7 +487,7 @@ def run_shared(mode: str, systems: list[str], selected: list[str], p: dict, args
                 r = measure(w, server, p, args, stamp, profile, rep)
                 if w == "W4" and "error" not in r:
                     r["raw"] = measure("W4raw", server, p, args, stamp, profile, rep)
-                if w == "W1" and "error" not in r:
+                if w in ("W1", "W1py") and "error" not in r and "not_installed" not in r:
                     filled[system] = True
                 runs[system].append(r)
         for system in live:
@@ -428,6 +524,8 @@ def _cell(r: dict, key: str):
         return "error"
     if "unsupported" in r:
         return "unsupported"
+    if "not_installed" in r:
+        return "not installed"
     return r.get(key)
 
 
@@ -435,9 +533,7 @@ def table(results: dict, selected: list[str], modes: list[str]) -> tuple[str, li
     header = ["workload", "metric", "mode", "logd", "redis", "logd/redis", "target", "verdict", "client cores L/R", "server cores L/R"]
     rows = []
     records = []
-    for w, label, key, cmp, target in ROWS:
-        if w not in selected:
-            continue
+    for w, label, key, cmp, target in rows_for(selected):
         for mode in modes:
             lr = results.get(mode, {}).get("logd", {}).get(w, {})
             rr = results.get(mode, {}).get("redis", {}).get(w, {})
@@ -471,6 +567,30 @@ def table(results: dict, selected: list[str], modes: list[str]) -> tuple[str, li
              for r in [header] + rows]
     lines.insert(1, "  ".join("-" * wd for wd in widths))
     return "\n".join(lines), records
+
+
+def raise_nofile() -> list[int]:
+    """RLIMIT_NOFILE soft up to hard for this process; the servers and client processes inherit it
+    (W3 at 1,024 connections needs ~1,100 fds on each side)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log(f"could not raise RLIMIT_NOFILE from {soft} to {hard}: {e}")
+    return list(resource.getrlimit(resource.RLIMIT_NOFILE))
+
+
+FD_MARGIN = 64  # the server's own files (log, partitions, listener) on top of one fd a connection
+
+
+def fd_shortfall(conns: int, soft: int | None = None) -> str:
+    """Why ``conns`` connections would not fit in the fd limit ('' when they do)."""
+    if soft is None:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or conns + FD_MARGIN <= soft:
+        return ""
+    return f"{conns} connections need about {conns + FD_MARGIN} fds; RLIMIT_NOFILE is {soft} (raise it: ulimit -n)"
 
 
 def busy_cores(seconds: float) -> float:
@@ -514,7 +634,7 @@ def environment(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    selected = _csv(args.workloads, ALL, "workload")
+    selected = expand_w3(_csv(args.workloads, ALL, "workload"), args.w3_conns)
     modes = _csv(args.modes, list(MODES), "mode")
     systems = _csv(args.systems, SYSTEMS, "system")
     profile = set(_csv(args.profile, ALL, "workload")) if args.profile else set()
@@ -527,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     if "redis" in systems:
         servers.redis_binary(install=True)
     env = environment(args)
+    env["nofile"] = raise_nofile()
     log(f"plan: {json.dumps(p)}")
     results: dict = {}
     t0 = time.time()
@@ -553,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
                     notes.append(f"{w} {system} {mode}: ERROR {r['error']}")
                 elif "unsupported" in r:
                     notes.append(f"{w} {system} {mode}: {r['unsupported']}")
+                elif "not_installed" in r:
+                    notes.append(f"{w} {system} {mode}: redis-py {r['not_installed']}")
                 elif r.get("client_cores", 0) > 0.85 * (r.get("client_procs", 1)):
                     notes.append(f"{w} {system} {mode}: load generator at {r['client_cores']:.2f} cores "
                                  f"-- the client may be the bottleneck")
@@ -563,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
                 if r.get("other_cores", 0) > 0.2 and r.get("bench_wall_s", 0) >= 2:
                     who = ", ".join(f"{n} {c:.2f}" for n, c in r["other_processes"])
                     notes.append(f"{w} {system} {mode}: other processes used {r['other_cores']:.2f} cores ({who})")
+                if w in pyclients.WORKLOADS and r.get("client_impl") and w == selected_py(selected):
+                    notes.append(f"{w} {system} {mode}: client {r['client_impl']}")
                 if w == "W7" and r.get("lag_ms_method"):
                     notes.append(f"{w} {system} {mode}: follower lag from {r['lag_samples']} STATS samples "
                                  f"(~{replication.SAMPLE * 1000:.0f} ms apart), ms by {r['lag_ms_method']}; "

@@ -27,6 +27,7 @@ MODES = {
     "interval": ("interval:1000", "everysec"),
 }
 
+MAXCLIENTS = 10_000  # Redis's default, said explicitly; logd's --max-clients default is the same
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
 
@@ -279,6 +280,9 @@ class RedisServer(Server):
                 # No background AOF rewrite (a fork that competes for the 2 cores) during
                 # the run: logd has no compaction either. This only helps Redis.
                 "--auto-aof-rewrite-percentage", "0",
+                # W3 runs up to 1,024 connections; Redis lowers this itself to what RLIMIT_NOFILE
+                # allows (run.py raises the soft limit to the hard one before starting servers)
+                "--maxclients", str(MAXCLIENTS),
                 "--logfile", "", "--loglevel", "notice",
             ] + list(extra or [])
             self.argv = argv

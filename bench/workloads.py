@@ -90,6 +90,12 @@ def percentiles(values, ps=(50, 99, 99.9)) -> dict:
     return out
 
 
+def figures(msgs: int, requests: int, wall: float, cpu: float) -> dict:
+    """A one-connection workload's figures: rate, and the client's CPU (seconds, cores)."""
+    return {"msgs": msgs, "requests": requests, "wall_s": wall, "msgs_per_s": msgs / wall,
+            "mb_per_s": msgs * BODY_SIZE / wall / 1e6, "client_cpu": cpu, "client_cores": cpu / wall}
+
+
 # -- one connection: pipelined writes ---------------------------------------------
 
 
@@ -145,11 +151,7 @@ def write_loop(port: int, codec_name: str, n_requests: int, per_request: int, wi
         conn.close()
     wall = perf() - t0
     cpu = time.process_time() - cpu0
-    msgs = n_requests * per_request
-    return {
-        "msgs": msgs, "requests": n_requests, "wall_s": wall, "msgs_per_s": msgs / wall,
-        "mb_per_s": msgs * BODY_SIZE / wall / 1e6, "client_cpu": cpu, "client_cores": cpu / wall,
-    }
+    return figures(n_requests * per_request, n_requests, wall, cpu)
 
 
 # -- one connection: read everything from the beginning -------------------------------
@@ -189,10 +191,7 @@ def read_all(port: int, codec_name: str, count: int, timeout: float, raw: bool =
     cpu = time.process_time() - cpu0
     if total != count:
         raise ReplyError(f"read {total} messages, expected {count}")
-    return {
-        "msgs": total, "requests": requests, "wall_s": wall, "msgs_per_s": total / wall,
-        "mb_per_s": total * BODY_SIZE / wall / 1e6, "client_cpu": cpu, "client_cores": cpu / wall,
-    }
+    return figures(total, requests, wall, cpu)
 
 
 def parse_ceiling(codec_name: str, count: int = 100_000) -> dict:
@@ -356,8 +355,15 @@ def _w3_worker(port: int, codec_name: str, nconns: int, start_at, duration: floa
     return {"count": count, "lat": lat.tobytes(), "cpu": cpu}
 
 
-def concurrent_writers(port: int, codec_name: str, nconns: int, procs: int, duration: float) -> dict:
-    """W3: ``nconns`` connections over ``procs`` client processes, for ``duration`` seconds."""
+def concurrent_writers(port: int, codec_name: str, nconns: int, procs: int, duration: float,
+                       server_cpu=None) -> dict:
+    """W3: ``nconns`` connections over ``procs`` client processes, for ``duration`` seconds.
+
+    ``server_cpu``: a callable returning the server's CPU seconds, read when the
+    clock starts and when it stops: ``window_server_cpu`` is the server's CPU of
+    the measured seconds only, without accepting and closing the connections
+    (which grows with their count and is not the cost of a request).
+    """
     kids = Children()
     start_at = kids.ctx.Value("d", 0.0)
     readies = []
@@ -370,7 +376,13 @@ def concurrent_writers(port: int, codec_name: str, nconns: int, procs: int, dura
         for ev in readies:
             if not ev.wait(30):
                 break
-        start_at.value = perf() + 0.2
+        start_at.value = t_start = perf() + 0.2
+        window = None
+        if server_cpu is not None:
+            _wait_until(t_start)
+            c0 = server_cpu()
+            _wait_until(t_start + duration)
+            window = server_cpu() - c0
         results = kids.results(duration + IO_TIMEOUT + 40)
     finally:
         start_at.value = start_at.value or 1.0  # release waiting workers on error
@@ -389,6 +401,8 @@ def concurrent_writers(port: int, codec_name: str, nconns: int, procs: int, dura
         cpu += r["cpu"]
     out = {"msgs": count, "wall_s": duration, "msgs_per_s": count / duration, "conns": nconns,
            "client_procs": procs, "client_cpu": cpu, "client_cores": cpu / duration}
+    if window is not None:
+        out["window_server_cpu"] = window
     out.update(percentiles(lat))
     return out
 
