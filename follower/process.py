@@ -395,7 +395,7 @@ class Follower(Process):
             with flog.cursor(head + 1) as cursor:
                 before = cursor.header_before()
                 last_crc = before.crc if before is not None else 0
-        rep = Replicator(partition, offset, head, last_crc)
+        rep = Replicator(partition, offset, head, last_crc, flog.index_interval, flog.index_due())
         history = flog.meta.history if head else None  # an empty copy adopts the primary's
         ours = flog.meta.epochs
         hello = rp.FollowerHello(history, head, last_crc, config.name, ours if head else (),
@@ -418,12 +418,12 @@ class Follower(Process):
                 if isinstance(event, rp.Data):
                     write = rep.on_data(event)
                     if write is not None:
-                        flog.append_records(write.first_id, write.data, write.sizes)
+                        flog.append_records(write.first_id, write.data, write.count, write.points)
                         self.counters[COPIED_BYTES] += len(write.data)
-                        self.counters[COPIED_IDS] += len(write.sizes)
+                        self.counters[COPIED_IDS] += write.count
                         wrote = True
                         self._copied = (self._copied[0] + len(write.data),
-                                        self._copied[1] + len(write.sizes))
+                                        self._copied[1] + write.count)
                 elif isinstance(event, rp.Next):
                     roll = rep.on_next(event)
                     flog.roll_to(roll.partition, roll.first_id)

@@ -11,6 +11,10 @@ frame must start at the tail, and end where a MSG ends). Bytes of a MSG still ar
 until the MSG is whole, so only whole MSGs are ever written; they are
 bounded by the primary's largest request.
 
+The same scan picks the copy's sparse index entries (``SparseIndex.add``'s
+rule, from the copy's ``index_due``), so a ``Write`` carries its record
+count and those few entries, not a size per record.
+
 Anything else raises ``BadStream`` naming the partition and offset: the
 follower writes nothing of it, logs it and reconnects (from its own tail).
 
@@ -45,11 +49,13 @@ class BadStream(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Append ``data`` (whole MSGs, records ``first_id`` on; ``sizes`` each) at the tail."""
+    """Append ``data`` (whole MSGs: ``count`` records, ``first_id`` on) at the
+    tail; ``points`` are its sparse index entries (``FileLog.append_records``)."""
 
     first_id: int
     data: bytes
-    sizes: tuple[int, ...]
+    count: int
+    points: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +65,19 @@ class Roll:
 
 
 class Replicator:
-    def __init__(self, partition: int, offset: int, last_id: int, last_crc: int = 0) -> None:
+    def __init__(self, partition: int, offset: int, last_id: int, last_crc: int = 0,
+                 index_interval: int = 4096, index_due: int = 0) -> None:
+        """``index_interval`` and ``index_due`` are the copy's sparse index
+        (``FileLog.index_interval``, ``index_due()``): the scan picks its entries."""
         self.partition = partition
         self.offset = offset  # the tail: where the next byte goes
         self.last_id = last_id
         self.last_crc = last_crc
         self._held = bytearray()  # a MSG still arriving, verified so far record by record
-        self._held_sizes: list[int] = []
+        self._held_points: list[int] = []  # index entries (id, offset) of _held, then of a scan
+        self._held_count = 0  # records verified in _held
+        self._interval = index_interval
+        self._due = index_due  # the offset the next index entry is due at
         self._more = 0  # records still due in the held MSG
         self._pending_len = 0  # bytes at the end of _held: a record still arriving
 
@@ -85,6 +97,7 @@ class Replicator:
         if self.last_id == 0 and self.offset == 0 and hello.offset == 0:
             self.partition = hello.partition
             self.last_id = hello.next_id - 1
+            self._due = 0
             return Roll(hello.partition, hello.next_id)
         raise BadStream(f"the primary starts at {hello.partition}:{hello.offset}, "
                         f"not at our tail {self.partition}:{self.offset}", hello.partition, hello.offset)
@@ -96,6 +109,7 @@ class Replicator:
             raise BadStream(f"NEXT {nxt.partition} {nxt.first_id} does not follow partition "
                             f"{self.partition} (ending at id {self.last_id})", nxt.partition, 0)
         self.partition, self.offset = nxt.partition, 0
+        self._due = 0
         return Roll(nxt.partition, nxt.first_id)
 
     def on_data(self, data: Data) -> Write | None:
@@ -108,15 +122,16 @@ class Replicator:
         pos = len(buf) - self._pending_len
         buf += data.data
         first_id = self.last_id + 1
-        held_sizes = self._held_sizes  # the held MSG's records, then every one verified now
-        got = scan_records(buf, pos, first_id + len(held_sizes), self._more, self.last_crc, held_sizes)
+        points = self._held_points
+        got = scan_records(buf, pos, first_id + self._held_count, self._more, self.last_crc, None,
+                           points, self.offset, self._due, self._interval)
         if got.error is not None:
             raise BadStream(f"bad record from the primary: {got.error}", self.partition,
                             self.offset + got.end)
+        self._due = got.due
+        self._held_count = got.next_id - first_id
         out_end = got.batch_end if got.batch_end != pos else 0  # end of the whole MSGs in buf
         count = got.batch_id - self.last_id if out_end else 0
-        sizes = held_sizes[:count]
-        del held_sizes[:count]
         self.last_crc = got.batch_crc
         self._more = got.more
         pos = got.end
@@ -126,10 +141,16 @@ class Replicator:
                             self.offset + out_end)
         if not out_end:
             return None
-        write = Write(first_id, bytes(buf[:out_end]), tuple(sizes))
+        end = self.offset + out_end
+        k = len(points)  # the entries of the records written: a few per DATA chunk
+        while k and points[k - 1] >= end:
+            k -= 2
+        write = Write(first_id, bytes(buf[:out_end]), count, tuple(points[:k]))
+        del points[:k]
         del buf[:out_end]
-        self.offset += out_end
-        self.last_id = first_id + len(sizes) - 1
+        self._held_count -= count
+        self.offset = end
+        self.last_id = first_id + count - 1
         return write
 
 

@@ -127,7 +127,7 @@ crc_of(unsigned long crc, const unsigned char *p, Py_ssize_t n)
 }
 
 PyDoc_STRVAR(scan_doc,
-"scan(buf, pos, next_id, more, crc, sizes) -> tuple\n\n"
+"scan(buf, pos, next_id, more, crc, sizes, points=None, base=0, due=0, interval=0) -> tuple\n\n"
 "record.scan_records_pure in C: the fields of record.Scan.");
 
 static PyObject *
@@ -137,6 +137,8 @@ speedups_scan(PyObject *self, PyObject *args)
     Py_ssize_t pos;
     unsigned long long next_id, more, crc_in;
     PyObject *sizes;
+    PyObject *points = Py_None;
+    Py_ssize_t base = 0, due = 0, interval = 0;
     PyObject *error = NULL;
     const unsigned char *p;
     Py_ssize_t len, batch_end;
@@ -144,11 +146,12 @@ speedups_scan(PyObject *self, PyObject *args)
     unsigned long batch_crc;
     PyObject *result;
 
-    if (!PyArg_ParseTuple(args, "y*nKKKO:scan", &view, &pos, &next_id, &more, &crc_in, &sizes))
+    if (!PyArg_ParseTuple(args, "y*nKKKO|Onnn:scan", &view, &pos, &next_id, &more, &crc_in, &sizes,
+                          &points, &base, &due, &interval))
         return NULL;
-    if (sizes != Py_None && !PyList_Check(sizes)) {
+    if ((sizes != Py_None && !PyList_Check(sizes)) || (points != Py_None && !PyList_Check(points))) {
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_TypeError, "sizes must be a list or None");
+        PyErr_SetString(PyExc_TypeError, "sizes and points must be lists or None");
         return NULL;
     }
     p = (const unsigned char *)view.buf;
@@ -200,6 +203,19 @@ speedups_scan(PyObject *self, PyObject *args)
             }
             Py_DECREF(n);
         }
+        if (points != Py_None && base + pos >= due) {
+            /* SparseIndex.add's rule: an entry once ``interval`` past the last */
+            PyObject *id = PyLong_FromUnsignedLongLong(h.id);
+            PyObject *at = id == NULL ? NULL : PyLong_FromSsize_t(base + pos);
+            int bad = at == NULL || PyList_Append(points, id) < 0 || PyList_Append(points, at) < 0;
+            Py_XDECREF(id);
+            Py_XDECREF(at);
+            if (bad) {
+                PyBuffer_Release(&view);
+                return NULL;
+            }
+            due = base + pos + interval;
+        }
         pos = stop + 2;
         next_id++;
         more = h.more;
@@ -218,7 +234,7 @@ speedups_scan(PyObject *self, PyObject *args)
         error = Py_None;
         Py_INCREF(error);
     }
-    result = Py_BuildValue("nKKnKkN", pos, next_id, more, batch_end, batch_id, batch_crc, error);
+    result = Py_BuildValue("nKKnKkNn", pos, next_id, more, batch_end, batch_id, batch_crc, error, due);
     return result;
 }
 

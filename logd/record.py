@@ -201,18 +201,24 @@ class Scan(NamedTuple):
     batch_id: int  # its id (``next_id - 1`` as given if none)
     batch_crc: int  # its CRC (the given ``crc`` if none)
     error: str | None  # why the record at ``end`` is bad; None: the buffer ends at or inside it
+    due: int = 0  # with ``points``: where the next index entry is due (as ``base + offset``)
 
 
 def scan_records_pure(
     buf: bytes | bytearray | memoryview, pos: int, next_id: int, more: int = 0, crc: int = 0,
-    sizes: list[int] | None = None,
+    sizes: list[int] | None = None, points: list[int] | None = None, base: int = 0, due: int = 0,
+    interval: int = 0,
 ) -> Scan:
     """Verify the records from ``pos`` of ``buf``: each header and CRC (as
     ``parse``), ids from ``next_id``, and MSG chains (``more`` counts down to
     0; ``more`` given > 0 means ``pos`` is inside a MSG with that many
-    records due). Appends each good record's size to ``sizes``. Stops at the
-    end of ``buf``, at a record still arriving, or at a bad one (``error``).
-    Never raises for bad data.
+    records due). Appends each good record's size to ``sizes``. To
+    ``points``, appends only what the sparse index keeps, as
+    ``SparseIndex.add`` decides: ``id, base + offset`` of each good record
+    starting at or past ``due`` (then due moves ``interval`` past it); the
+    result's ``due`` says where the next one is due. Stops at the end of
+    ``buf``, at a record still arriving, or at a bad one (``error``). Never
+    raises for bad data.
     """
     end = len(buf)
     batch_end, batch_id, batch_crc = pos, next_id - 1, crc
@@ -244,20 +250,24 @@ def scan_records_pure(
             break
         if sizes is not None:
             sizes.append(stop + 2 - pos)
+        if points is not None and base + pos >= due:
+            points += (id, base + pos)
+            due = base + pos + interval
         pos = stop + 2
         next_id += 1
         more = rmore
         if not rmore:
             batch_end, batch_id, batch_crc = pos, id, rcrc
-    return _new(Scan, (pos, next_id, more, batch_end, batch_id, batch_crc, error))
+    return _new(Scan, (pos, next_id, more, batch_end, batch_id, batch_crc, error, due))
 
 
 def _scan_records_native(
     buf: bytes | bytearray | memoryview, pos: int, next_id: int, more: int = 0, crc: int = 0,
-    sizes: list[int] | None = None,
+    sizes: list[int] | None = None, points: list[int] | None = None, base: int = 0, due: int = 0,
+    interval: int = 0,
 ) -> Scan:
     assert _native is not None
-    return _new(Scan, _native.scan(buf, pos, next_id, more, crc, sizes))
+    return _new(Scan, _native.scan(buf, pos, next_id, more, crc, sizes, points, base, due, interval))
 
 
 scan_records = scan_records_pure if _native is None else _scan_records_native

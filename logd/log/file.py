@@ -341,21 +341,37 @@ class FileLog(LogReader):
             p = self._roll(first)
         return self._write(p, first, data, sizes)
 
-    def append_records(self, first: int, data: bytes, sizes: Sequence[int]) -> int:
+    def index_due(self) -> int:
+        """The offset in the active partition from which its sparse index wants
+        its next entry (``append_records``' points start there)."""
+        p = self._partitions[-1]
+        return p.index.due(p.size)
+
+    def append_records(self, first: int, data: bytes, count: int, points: Sequence[int]) -> int:
         """Append records already encoded and verified (a follower copying its
-        primary's bytes): ``data`` holds ``len(sizes)`` whole MSGs, ids from
+        primary's bytes): ``data`` holds ``count`` records (whole MSGs) from
         ``first``. Never rolls: the primary says where partitions begin
-        (``roll_to``). Returns the last id.
+        (``roll_to``). Returns the last id. ``points`` (flat ``id, offset``,
+        offsets in the active partition) are the entries ``SparseIndex.add``
+        would make for them from ``index_due()`` on: ``record.scan_records``
+        picks them while it verifies, so no Python step runs per record.
 
         Raises:
-            ValueError: ``first`` is not the next id.
+            ValueError: ``first`` is not the next id, or a point is not due.
             DiskFull, StorageError: as ``append``.
         """
         if self._failed is not None:
             raise self._failed
         if first != self._head + 1:
             raise ValueError(f"records from {first} do not follow the head {self._head}")
-        return self._write(self._partitions[-1], first, data, list(sizes))
+        p = self._partitions[-1]
+        start = p.size
+        if points and not (p.index.due(start) <= points[1] and points[-1] < start + len(data)):
+            raise ValueError(f"index entries at {points[1]}-{points[-1]} are not due or outside the "
+                             f"records written ({p.index.due(start)}, {start}-{start + len(data)})")
+        self._write_bytes(p, data)
+        p.index.add_points(points)
+        return self._advance(p, start + len(data), first + count - 1)
 
     def roll_to(self, number: int, first_id: int) -> None:
         """Begin partition ``number`` at id ``first_id``, as the primary did.
@@ -490,6 +506,15 @@ class FileLog(LogReader):
 
     def _write(self, p: Partition, first: int, data: bytes, sizes: list[int]) -> int:
         start = p.size
+        self._write_bytes(p, data)
+        # Record starts, in C; then one bisect per index entry, not a Python
+        # step per record.
+        starts = list(accumulate(sizes, initial=start))
+        p.index.add_run(first, starts, len(sizes))
+        return self._advance(p, starts[-1], first + len(sizes) - 1)
+
+    def _write_bytes(self, p: Partition, data: bytes) -> None:
+        start = p.size
         try:
             written = os.write(self._fd, data)
             while written < len(data):
@@ -497,14 +522,12 @@ class FileLog(LogReader):
         except OSError as exc:
             self._undo_write(p, start, exc)
         self.last_write_error = None
-        # Record starts, in C; then one bisect per index entry, not a Python
-        # step per record.
-        starts = list(accumulate(sizes, initial=start))
-        p.index.add_run(first, starts, len(sizes))
-        p.size = starts[-1]
-        p.last_id = first + len(sizes) - 1
-        self._head = p.last_id
-        return self._head
+
+    def _advance(self, p: Partition, size: int, last_id: int) -> int:
+        p.size = size
+        p.last_id = last_id
+        self._head = last_id
+        return last_id
 
     def _undo_write(self, p: Partition, start: int, exc: OSError) -> None:
         self.last_write_error = f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror}"

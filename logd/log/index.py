@@ -67,6 +67,23 @@ class SparseIndex:
             offsets.append(starts[k])
             k = bisect_left(starts, starts[k] + interval, k + 1, count)
 
+    def due(self, size: int) -> int:
+        """Where ``add`` makes the next entry: ``interval`` past the last, or at
+        ``size`` (the partition's end: its next record) when empty."""
+        return self.offsets[-1] + self.interval if self.offsets else size
+
+    def add_points(self, points: Sequence[int]) -> None:
+        """Append entries chosen by ``add``'s rule elsewhere (``record.scan_records``
+        with ``points``): flat ``id, offset, id, offset, ...``, increasing, each
+        at least ``interval`` past the one before."""
+        if not points:
+            return
+        ids, offsets = points[0::2], points[1::2]
+        if self.offsets and offsets[0] < self.offsets[-1] + self.interval:
+            raise ValueError(f"index entry ({ids[0]}, {offsets[0]}) is not due yet")
+        self.ids.extend(ids)
+        self.offsets.extend(offsets)
+
     @property
     def last(self) -> tuple[int, int]:
         """The last entry: ``(id, offset)``."""

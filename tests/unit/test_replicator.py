@@ -20,7 +20,7 @@ from logd.log.file import FileLog
 from logd.log.meta import load as load_meta
 from logd.protocol import Replicate
 from logd.protocol import replication as rp
-from logd.record import checksum, encode, encode_batch
+from logd.record import checksum, encode, encode_batch, iter_records
 
 
 def _data(partition: int, offset: int, data: bytes, final: bool = True) -> rp.Data:
@@ -53,7 +53,7 @@ def test_random_chunks() -> None:
         pos += n
         if w is not None:
             out += w.data
-            assert sum(w.sizes) == len(w.data)
+            assert w.count == len(list(iter_records(w.data)))
     assert bytes(out) == raw and rep.last_id == 200
 
 
@@ -110,9 +110,14 @@ def test_append_records_roll_to_and_adopt(tmp_path: Path) -> None:
     log.adopt_history("1b4e28ba-2fa1-4d2a-883f-0016d3cca427")
     log.roll_to(3, 10)  # an empty copy starts where the primary's retained log does
     data, sizes = encode_batch(10, [b"a", b"b"])
-    assert log.append_records(10, data, sizes) == 11
+    assert log.index_due() == 0
+    assert log.append_records(10, data, 2, (10, 0)) == 11
+    assert log.index_due() == log.index_interval
     with pytest.raises(ValueError):
-        log.append_records(13, encode(13, b"x"), [len(encode(13, b"x"))])
+        log.append_records(13, encode(13, b"x"), 1, ())
+    with pytest.raises(ValueError):  # an index entry not due yet: nothing written
+        log.append_records(12, encode(12, b"x"), 1, (12, len(data)))
+    assert log.head() == 11 and log.partitions()[-1].size == len(data)
     with pytest.raises(ValueError):
         log.roll_to(5, 12)
     log.roll_to(4, 12)
@@ -234,3 +239,53 @@ def test_retain_before_deletes_what_the_primary_dropped_never_the_active(tmp_pat
     assert log.retain(before=parts[-1] + 5) == parts[1:-1]
     assert [p.number for p in log.partitions()] == [parts[-1]]
     log.close()
+
+
+@pytest.mark.parametrize("interval, seed", [(1, 1), (97, 2), (600, 3), (4096, 4)])
+def test_copy_index_files_same_bytes_as_append(tmp_path: Path, interval: int, seed: int) -> None:
+    """The follower's path (the scan picks the index entries) writes the same
+    partition and .idx bytes as FileLog.append for the same records, across
+    rolls and a restart of the copy in the middle of a partition."""
+    rng = random.Random(seed)
+    primary = FileLog(str(tmp_path / "primary"), partition_size=3000, index_interval=interval, fsync=False)
+    for _ in range(150):
+        primary.append([os.urandom(rng.randrange(60)) for _ in range(rng.randint(1, 7))])
+    parts = [(p.number, p.first_id, (tmp_path / "primary" / os.path.basename(p.path)).read_bytes())
+             for p in primary.partitions()]
+    primary.close()
+    assert len(parts) >= 3
+
+    def open_copy() -> FileLog:
+        return FileLog(str(tmp_path / "copy"), index_interval=interval, fsync=False)
+
+    copy = open_copy()
+    copy.roll_to(parts[0][0], parts[0][1])
+    rep = Replicator(parts[0][0], 0, parts[0][1] - 1, 0, interval, copy.index_due())
+    for n, (number, first_id, raw) in enumerate(parts):
+        if n:
+            copy.roll_to(*_roll(rep.on_next(rp.Next(number, first_id))))
+        pos, restarted = 0, n != 1
+        while pos < len(raw):
+            size = rng.randint(1, 700)
+            w = rep.on_data(_data(number, pos, raw[pos : pos + size], final=pos + size >= len(raw)))
+            pos += size
+            if w is None:
+                continue
+            copy.append_records(w.first_id, w.data, w.count, w.points)
+            if not restarted and pos > len(raw) // 2:  # a new connection from the copy's tail
+                restarted = True
+                copy.close()
+                copy = open_copy()
+                active = copy.partitions()[-1]
+                rep = Replicator(active.number, active.size, copy.head(), rep.last_crc, interval,
+                                 copy.index_due())
+                pos = active.size
+    copy.close()
+    names = sorted(f for f in os.listdir(tmp_path / "primary") if f.endswith((".log", ".idx")))
+    assert len([f for f in names if f.endswith(".idx")]) == len(parts)
+    for name in names:
+        assert (tmp_path / "copy" / name).read_bytes() == (tmp_path / "primary" / name).read_bytes(), name
+
+
+def _roll(roll: Roll) -> tuple[int, int]:
+    return roll.partition, roll.first_id

@@ -40,9 +40,10 @@ ScanFn = Callable[..., Scan]
 
 
 def _native_scan(buf: bytes | bytearray | memoryview, pos: int, next_id: int, more: int = 0,
-                 crc: int = 0, sizes: list[int] | None = None) -> Scan:
+                 crc: int = 0, sizes: list[int] | None = None, points: list[int] | None = None,
+                 base: int = 0, due: int = 0, interval: int = 0) -> Scan:
     assert native is not None
-    return Scan._make(native.scan(buf, pos, next_id, more, crc, sizes))
+    return Scan._make(native.scan(buf, pos, next_id, more, crc, sizes, points, base, due, interval))
 
 
 @pytest.fixture(params=["pure", "native"])
@@ -213,6 +214,44 @@ def test_scan_says_why_and_where(impl: str) -> None:
     assert fn(msg[:first + 3], first, 2, 2, 77) == Scan(first, 2, 2, first, 1, 77, None)
 
 
+def _rule_points(sizes: list[int], first_id: int, base: int, due: int, interval: int
+                 ) -> tuple[list[int], int]:
+    """SparseIndex.add's rule over the records' starts, one record at a time."""
+    points: list[int] = []
+    at = base
+    for i, size in enumerate(sizes):
+        if at >= due:
+            points += (first_id + i, at)
+            due = at + interval
+        at += size
+    return points, due
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+@pytest.mark.parametrize("base, due, interval", [(0, 0, 0), (0, 0, 1), (3, 0, 64), (0, 0, 4096),
+                                                 (1000, 1150, 200), (5, 10**9, 64)])
+def test_scan_points_follow_the_index_rule(name: str, impl: str, base: int, due: int, interval: int) -> None:
+    data, first_id = CORPUS[name]
+    fn = scan_fn(impl)
+    want_scan, sizes = _whole(scan_records_pure, data, first_id)
+    want = _rule_points(sizes, first_id, base, due, interval)
+    points: list[int] = []
+    got = fn(data, 0, first_id, 0, 0, None, points, base, due, interval)
+    assert (points, got.due) == want
+    assert got._replace(due=0) == want_scan
+    # streamed: the caller carries due and the points across calls, as the Replicator does
+    parts = [random_chunks(data, 7, 4096)] if len(data) > 20_000 else [bytewise(data), random_chunks(data, 7, 9)]
+    for chunks in parts:
+        buf, pos, next_id, more, at_due, points = bytearray(), 0, first_id, 0, due, []
+        for part in chunks:
+            buf += part
+            got = fn(buf, pos, next_id, more, 0, None, points, base, at_due, interval)
+            pos, next_id, more, at_due = got.end, got.next_id, got.more, got.due
+            if got.error is not None:
+                break
+        assert (points, at_due) == want
+
+
 def test_native_rejects_wrong_arguments() -> None:
     if native is None:
         pytest.skip(NATIVE_MISSING)
@@ -220,6 +259,8 @@ def test_native_rejects_wrong_arguments() -> None:
         native.scan(b"", 0, 1, 0, 0, ())  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         native.scan("text", 0, 1, 0, 0, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        native.scan(b"", 0, 1, 0, 0, None, ())  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         native.encode_batch(1, [b"a", "text"])
     with pytest.raises(TypeError):
