@@ -1,7 +1,15 @@
-"""The catch-up's progress off a terminal: catchup_progress log lines with
-bytes and ids copied, rates and the ETA to the primary's head."""
+"""The catch-up's progress: off a terminal, catchup_progress log lines with
+bytes and ids copied, rates and the ETA to the primary's head; on one, a
+redrawn line."""
 
 from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+import sys
+import threading
 
 import pytest
 
@@ -39,3 +47,40 @@ def test_catch_up_logs_progress_lines(logd_server, follower):
     wait_for(lambda: copies_equal(srv.data_dir, f.data_dir), timeout=30, what="following")
     assert len(f.events("catchup_progress")) == count
     assert f.stop() == 0
+
+
+def test_on_a_terminal_the_catch_up_is_one_redrawn_line(logd_server, tmp_path):
+    """stderr a terminal (a pty the test owns): the progress is a line redrawn
+    with \\r and cleared to its end, ended by a newline once caught up; no
+    catchup_progress log lines."""
+    srv = logd_server(*SMALL)
+    write_many(srv, 5000, batch=50)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "follower", "--primary", srv.addr, "--data-dir",
+                             str(tmp_path / "copy"), "--fsync", "never"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    out = bytearray()
+
+    def pump() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the follower closed the terminal
+                return
+            if not chunk:
+                return
+            out.extend(chunk)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    final = re.compile(rb"\rcatching up: [^\r\n]*, 5000 ids copied \([^\r\n]*\), at id 5000 of 5000, "
+                       rb"[^\r\n]*\x1b\[K\r?\n")  # the tty may turn \n into \r\n
+    try:
+        wait_for(lambda: final.search(bytes(out)), timeout=60, what="the final progress line on the tty")
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+        reader.join(5)
+        os.close(master)
+    assert b'"catchup_progress"' not in out
