@@ -343,11 +343,15 @@ def w6_redis(rig: Rig, msgs: int) -> dict:
 def _w6_result(msgs, total, seconds, with_start, limit, cpu) -> dict:
     """``seconds``: the copy (logd: from the follower's copy being open; Redis: from REPLICAOF);
     ``with_start``: logd from spawning the follower (Python start-up included)."""
-    r = {"msgs": msgs, "bytes": total, "seconds": seconds, "msgs_per_s": msgs / seconds,
+    # A tiny copy can end within the poll that saw it start (seconds 0): no rate then.
+    def rate(n: float) -> float:
+        return n / seconds if seconds > 0 else float("nan")
+
+    r = {"msgs": msgs, "bytes": total, "seconds": seconds, "msgs_per_s": rate(msgs),
          "server_cpu": sum(cpu.values()), "cpu_by_process": cpu,
          "wall_s": with_start or seconds}  # the span the CPU was measured over
     if total:
-        r["mb_per_s"] = total / seconds / 1e6
+        r["mb_per_s"] = rate(total) / 1e6
     if with_start is not None:
         r["with_start_s"] = with_start
     if limit is not None and total:
