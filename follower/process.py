@@ -94,7 +94,7 @@ class Follower(Process):
         self.remark = ""  # shown in the status: "primary refusing, no successor named", a divergence
         self.counters: Counter[str] = Counter()  # COPIED_BYTES, COPIED_IDS, RECONNECTS (metrics.py)
         self.metrics: MetricsServer | None = None
-        self._copied = (0, 0)  # (bytes, ids) written this session: the progress
+        self._session_start = (0, 0)  # the copied counters when this session began: the progress
         self._began = time.monotonic()  # this session's start
         self._tty = sys.stderr.isatty()
 
@@ -190,7 +190,8 @@ class Follower(Process):
 
     def _progress(self, final: bool = False) -> None:
         """One progress report; ``final``: the catch-up just ended (its totals)."""
-        copied_bytes, copied_ids = self._copied
+        copied_bytes = self.counters[COPIED_BYTES] - self._session_start[0]
+        copied_ids = self.counters[COPIED_IDS] - self._session_start[1]
         f = progress.fields(copied_bytes, copied_ids, time.monotonic() - self._began,
                             self._position()[2], self.primary_head)
         if self._tty:
@@ -381,7 +382,8 @@ class Follower(Process):
         flog, config = self.log, self.config
         assert flog is not None
         self._connected = False
-        self._copied, self._began = (0, 0), time.monotonic()
+        self._session_start = (self.counters[COPIED_BYTES], self.counters[COPIED_IDS])
+        self._began = time.monotonic()
         family, addr = parse_address(self.primary)
         sock = self._sock = gsocket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(config.connect_timeout)
@@ -422,8 +424,6 @@ class Follower(Process):
                         self.counters[COPIED_BYTES] += len(write.data)
                         self.counters[COPIED_IDS] += write.count
                         wrote = True
-                        self._copied = (self._copied[0] + len(write.data),
-                                        self._copied[1] + write.count)
                 elif isinstance(event, rp.Next):
                     roll = rep.on_next(event)
                     flog.roll_to(roll.partition, roll.first_id)
