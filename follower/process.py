@@ -50,7 +50,7 @@ import structlog
 from gevent import socket as gsocket
 
 from logd import backoff, faults, speedups
-from logd.client.connection import parse_address
+from logd.client.connection import parse_address, same_address
 from logd.config import FsyncMode
 from logd.errors import ConnectionLost, Diverged, LogdError, Refused, StorageError
 from logd.log.epochs import diverged_message, divergence, parse_point
@@ -64,7 +64,7 @@ from logd.protocol import replication as rp
 from . import progress
 from .config import FollowerConfig
 from .metrics import COPIED_BYTES, COPIED_IDS, RECONNECTS, FollowerCollector
-from .replicator import BadStream, Replicator, exit_for, same_address
+from .replicator import BadStream, Replicator, exit_for
 
 __all__ = ["Follower"]
 

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from logd.client.connection import parse_address
 from logd.errors import Diverged, LogdError, NotRetained
 from logd.protocol.replication import Data, Next, PrimaryHello
 from logd.record import scan_records
 
-__all__ = ["BadStream", "Write", "Roll", "Replicator", "exit_for", "same_address",
+__all__ = ["BadStream", "Write", "Roll", "Replicator", "exit_for",
            "EXIT_NOTRETAINED", "EXIT_DIVERGED"]
 
 EXIT_NOTRETAINED = 10  # the follower's position is no longer on the primary
@@ -161,12 +160,3 @@ def exit_for(exc: LogdError) -> int | None:
     if isinstance(exc, Diverged):
         return EXIT_DIVERGED
     return None
-
-
-def same_address(a: str, b: str) -> bool:
-    """Whether two addresses name the same endpoint as written (``127.0.0.1:5``
-    and ``127.0.0.1:05``; no DNS: ``localhost`` is not ``127.0.0.1``)."""
-    try:
-        return parse_address(a) == parse_address(b)
-    except LogdError:
-        return a == b

@@ -35,6 +35,7 @@ from typing import Any, Callable
 from . import errors
 from .client import Client, connect
 from .client.connection import parse_address
+from .client.connection import same_address as as_written
 
 __all__ = ["EXIT_OK", "EXIT_UNREACHABLE", "EXIT_PRECHECK", "EXIT_REFUSE_FAILED",
            "EXIT_NOT_CAUGHT_UP", "EXIT_NOT_FENCED", "EXIT_ACCEPT_FAILED", "EXIT_ABORT_REFUSED",
@@ -94,14 +95,16 @@ def _resolve(parsed: tuple[int, str | tuple[str, int]]) -> set[tuple[str, int]]:
 
 def same_address(a: str, b: str) -> bool:
     """Whether two addresses name the same endpoint: equal once parsed
-    (``parse_address``, as the follower compares its ``--advertise``), or
+    (``client.connection.same_address``, as the follower compares its
+    ``--advertise``), or
     resolving to a common address (``localhost:1774`` and ``127.0.0.1:1774``:
     B's follower may name A as the operator does not)."""
+    if as_written(a, b):
+        return True
     try:
-        pa, pb = parse_address(a), parse_address(b)
+        return bool(_resolve(parse_address(a)) & _resolve(parse_address(b)))
     except errors.LogdError:
-        return a == b
-    return pa == pb or bool(_resolve(pa) & _resolve(pb))
+        return False
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -294,7 +297,7 @@ def run(addr_a: str, addr_b: str, timeout: float = DEFAULT_TIMEOUT, dial: Dial =
         except errors.LogdError as exc:
             raise FailoverError(EXIT_UNREACHABLE, f"cannot reach B {addr_b}: {_describe(exc)}",
                                 f"nothing was changed: A {addr_a} is still the primary",
-                                f"start B's read replica (logd serve --refuse) or fix --to, "
+                                "start B's read replica (logd serve --refuse) or fix --to, "
                                 "then retry") from exc
         try:
             try:

@@ -42,6 +42,7 @@ __all__ = [
     "FATAL",
     "RECV_SIZE",
     "parse_address",
+    "same_address",
 ]
 
 DEFAULT_PORT = 1774
@@ -109,6 +110,15 @@ def parse_address(address: str) -> tuple[int, str | tuple[str, int]]:
     else:
         raise BadAddress(f"bad address {address!r}: the port must be a number in 1..65535")
     return family, (host or "127.0.0.1", portnum)
+
+
+def same_address(a: str, b: str) -> bool:
+    """Whether two addresses name the same endpoint as written (``127.0.0.1:5``
+    and ``127.0.0.1:05``; no DNS: ``localhost`` is not ``127.0.0.1``)."""
+    try:
+        return parse_address(a) == parse_address(b)
+    except BadAddress:
+        return a == b
 
 
 class Connection:
