@@ -412,16 +412,31 @@ class _Connection:
         return p.encode_error(exc)
 
     def _read_loop(self) -> str:
+        # Wait for readability, then read: a client that waits for its reply
+        # has sent nothing yet when we come back here, so reading first would
+        # cost a failed recv and its exception per request (as Redis, epoll first).
+        fd = self.sock.fileno()
+        readable = gevent.get_hub().loop.io(fd, 1)
+        try:
+            return self._read_chunks(fd, readable)
+        finally:
+            readable.close()
+
+    def _read_chunks(self, fd: int, readable: Any) -> str:
         sock, parser, submit = self.sock, self.parser, self.queue.submit
+        wait_readable = gevent.get_hub().wait
         timeout = self.config.send_timeout
         while not self.closing:
             wait, partial = self._recv_timeout()
             try:
                 if wait is None:
-                    data = sock.recv(262144)
+                    wait_readable(readable)
                 else:
                     with gevent.Timeout(wait):
-                        data = sock.recv(262144)
+                        wait_readable(readable)
+                data = os.read(fd, 262144)
+            except BlockingIOError:  # readable, then not (another reader cannot exist: spurious)
+                continue
             except gevent.Timeout:
                 if not partial and not self._idle():
                     continue
