@@ -12,6 +12,9 @@
  *       the well-formed, complete part of CommandParser's argument loop; it
  *       stops at anything else and leaves it to the Python loop, so errors
  *       and NEED_DATA are always decided by the Python code (so for read_record).
+ *   frame_command(buf, pos, max_line, max_args, max_message, max_request)
+ *       CommandParser.next_command's common case, a whole framed command at
+ *       once; None for anything else, which the Python parser decides.
  *
  * CRC-32 is zlib's crc32 (as Python's zlib.crc32): Debian's python3-dev
  * depends on zlib1g-dev, so the header is there wherever Python.h is.
@@ -390,6 +393,90 @@ speedups_frame_args(PyObject *self, PyObject *fargs)
     return Py_BuildValue("nn", pos, total);
 }
 
+PyDoc_STRVAR(frame_command_doc,
+"frame_command(buf, pos, max_line, max_args, max_message, max_request) -> (name, args, pos) | None\n\n"
+"CommandParser's common case: at pos, a whole framed command 'NAME [N]\\r\\n' (NAME\n"
+"letters, N at most 6 digits and max_args) and its N complete '<len> <bytes>\\r\\n'\n"
+"arguments within the limits. name is upper-cased, args a list. None for\n"
+"anything else (inline words, LF alone, a partial command, an error): the\n"
+"Python parser decides those.");
+
+#define MAX_NAME 16
+
+static PyObject *
+speedups_frame_command(PyObject *self, PyObject *fargs)
+{
+    Py_buffer view;
+    Py_ssize_t pos, max_line, max_args, max_message, max_request, len, i, start, nargs = 0, total = 0;
+    const unsigned char *p;
+    char name[MAX_NAME];
+    Py_ssize_t name_len = 0, digits = 0;
+    PyObject *list = NULL, *out;
+
+    if (!PyArg_ParseTuple(fargs, "y*nnnnn:frame_command", &view, &pos, &max_line, &max_args,
+                          &max_message, &max_request))
+        return NULL;
+    p = (const unsigned char *)view.buf;
+    len = view.len;
+    if (pos < 0 || pos >= len)
+        goto none;
+    i = start = pos;
+    while (i < len && name_len < MAX_NAME &&
+           ((p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= 'a' && p[i] <= 'z'))) {
+        name[name_len++] = (char)(p[i] >= 'a' ? p[i] - 32 : p[i]);
+        i++;
+    }
+    if (name_len == 0 || i >= len)
+        goto none;
+    if (p[i] == ' ') {
+        i++;
+        while (i < len && digits < 7 && p[i] >= '0' && p[i] <= '9') {
+            nargs = nargs * 10 + (p[i] - '0');
+            i++;
+            digits++;
+        }
+        if (digits == 0 || digits > 6 || nargs > max_args)
+            goto none;
+    }
+    if (i + 1 >= len || p[i] != '\r' || p[i + 1] != '\n' || i - start > max_line)
+        goto none;
+    i += 2;
+    if ((list = PyList_New(0)) == NULL)
+        goto fail;
+    while (PyList_GET_SIZE(list) < nargs) {
+        Py_ssize_t j = i, size = 0, stop;
+        PyObject *arg;
+        while (j < len && j - i < 18 && p[j] >= '0' && p[j] <= '9') {
+            size = size * 10 + (p[j] - '0');
+            j++;
+        }
+        if (j == i || j >= len || p[j] != ' ' || size > max_message || total + size > max_request)
+            goto none;
+        stop = j + 1 + size;
+        if (stop + 2 > len || p[stop] != '\r' || p[stop + 1] != '\n')
+            goto none;
+        arg = PyBytes_FromStringAndSize((const char *)p + j + 1, size);
+        if (arg == NULL || PyList_Append(list, arg) < 0) {
+            Py_XDECREF(arg);
+            goto fail;
+        }
+        Py_DECREF(arg);
+        total += size;
+        i = stop + 2;
+    }
+    PyBuffer_Release(&view);
+    out = Py_BuildValue("y#Nn", name, name_len, list, i);
+    return out;
+none:
+    Py_XDECREF(list);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(list);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 PyDoc_STRVAR(read_record_doc,
 "read_record(buf, pos, max_body, record_type) -> (record, end) | None\n\n"
 "The common case of ReplyParser.next_record: a whole, valid record of at most\n"
@@ -452,6 +539,7 @@ static PyMethodDef speedups_methods[] = {
     {"scan", speedups_scan, METH_VARARGS, scan_doc},
     {"encode_batch", speedups_encode_batch, METH_VARARGS, encode_batch_doc},
     {"frame_args", speedups_frame_args, METH_VARARGS, frame_args_doc},
+    {"frame_command", speedups_frame_command, METH_VARARGS, frame_command_doc},
     {"read_record", speedups_read_record, METH_VARARGS, read_record_doc},
     {NULL, NULL, 0, NULL},
 };

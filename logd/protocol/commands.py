@@ -257,6 +257,8 @@ _BUILDERS: dict[bytes, _Builder] = {
 # the complete, well-formed arguments and stops at anything else, which the
 # Python loop then judges; None runs the loop alone (pure Python).
 _frame_args = _native.frame_args if _native is not None else None
+# ... and for a whole framed command at once, the common case (None: the loop decides).
+_frame_command = _native.frame_command if _native is not None else None
 
 _NO_CRLF = (
     "argument not followed by CRLF (length mismatch, or nc without -C?); "
@@ -319,6 +321,12 @@ class CommandParser:
         buf = self._buf
         limits = self.limits
         if self._name is None:
+            if _frame_command is not None:
+                framed = _frame_command(buf, self._pos, limits.max_line, limits.max_args,
+                                        limits.max_message, limits.max_request)
+                if framed is not None:
+                    name, args, self._pos = framed
+                    return _build(name, args)
             while True:
                 nl = buf.find(b"\n", self._pos, self._pos + limits.max_line + 2)
                 if nl < 0:

@@ -81,14 +81,16 @@ from tests.chunkers import Chunker, by_line, bytewise, seeded, whole
 
 @pytest.fixture(autouse=True, params=["pure", "native"])
 def _framing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs with the pure argument loop and with the native
-    fast path in front of it (logd/_speedups.c frame_args)."""
+    """Every test here runs with the pure parser and with the native fast
+    paths in front of it (logd/_speedups.c frame_command, frame_args)."""
     if request.param == "native":
         if native is None:
             pytest.skip("logd._speedups is not built (no compiler or Python headers at install, or LOGD_PURE=1)")
         monkeypatch.setattr(commands, "_frame_args", native.frame_args)
+        monkeypatch.setattr(commands, "_frame_command", native.frame_command)
     else:
         monkeypatch.setattr(commands, "_frame_args", None)
+        monkeypatch.setattr(commands, "_frame_command", None)
     return str(request.param)
 
 
