@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Sequence
 
 __all__ = ["Stats"]
 
@@ -33,6 +34,12 @@ class Stats:
 
     def incr(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
+
+    def wrote(self, bodies: Sequence[bytes]) -> None:
+        """One MSG's messages were written."""
+        counters = self.counters
+        counters[MESSAGES_WRITTEN] += len(bodies)
+        counters[BYTES_WRITTEN] += len(bodies[0]) if len(bodies) == 1 else sum(map(len, bodies))
 
     def command(self, name: str, failed: bool = False) -> None:
         self.commands[name] += 1

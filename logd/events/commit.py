@@ -39,8 +39,9 @@ class Commits:
         self.committed = committed
         self.position = position
         self.times.record(committed, time.monotonic())
-        event, self._event = self._event, Event()
-        event.set()
+        if self._event.linkcount():  # nobody waits (no tail reader, no follower): keep it
+            event, self._event = self._event, Event()
+            event.set()
 
     def stop(self) -> None:
         """Streams must end; wakes every waiter."""

@@ -188,8 +188,7 @@ class Handlers:
         except StorageError:
             self.stats.incr(st.WRITE_ERRORS)
             raise
-        self.stats.incr(st.MESSAGES_WRITTEN, len(cmd.bodies))
-        self.stats.incr(st.BYTES_WRITTEN, sum(map(len, cmd.bodies)))
+        self.stats.wrote(cmd.bodies)
         ok = p.encode_ok_id(last)
         reply: bytes | WaitAcks = ok
         if self.acks is not None:

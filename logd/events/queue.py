@@ -57,6 +57,7 @@ log = structlog.get_logger("logd.events")
 
 
 _STOP = object()
+_NAMES: dict[type, str] = {}  # command class -> its name in STATS (cmd_msg), made once
 
 
 class EventQueue:
@@ -136,7 +137,7 @@ class EventQueue:
             self._run(*item)
 
     def _run(self, command: p.Command, peer: Peer, result: AsyncResult) -> None:
-        name = type(command).__name__.lower()
+        name = _NAMES.get(type(command)) or _NAMES.setdefault(type(command), type(command).__name__.lower())
         self._running = True
         try:
             reply = self.handlers.handle(command, peer)
