@@ -7,17 +7,19 @@
  *
  *   scan(buf, pos, next_id, more, crc, sizes)  record.scan_records_pure
  *   encode_batch(first_id, bodies)             record.encode_batch_pure
- *   read_record(buf, pos, max_body, Record)    ReplyParser.next_record's common case
+ *   read_records(buf, pos, max_body, Record, limit)
+ *       replies.read_records_pure: ReplyParser's run of whole, valid records
  *   frame_args(buf, pos, args, nargs, total, max_message, max_request)
  *       the well-formed, complete part of CommandParser's argument loop; it
  *       stops at anything else and leaves it to the Python loop, so errors
- *       and NEED_DATA are always decided by the Python code (so for read_record).
+ *       and NEED_DATA are always decided by the Python code (so for read_records).
  *
  * CRC-32 is zlib's crc32 (as Python's zlib.crc32): Debian's python3-dev
  * depends on zlib1g-dev, so the header is there wherever Python.h is.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* T_OBJECT_EX, READONLY */
 #include <stdint.h>
 #include <string.h>
 #include <zlib.h>
@@ -390,69 +392,139 @@ speedups_frame_args(PyObject *self, PyObject *fargs)
     return Py_BuildValue("nn", pos, total);
 }
 
-PyDoc_STRVAR(read_record_doc,
-"read_record(buf, pos, max_body, record_type) -> (record, end) | None\n\n"
-"The common case of ReplyParser.next_record: a whole, valid record of at most\n"
-"max_body bytes at pos, as record_type(id, body, more) (set like its frozen\n"
-"__init__ does). None for anything else (more bytes due, an error line, a bad\n"
-"record): the Python code decides those.");
+PyDoc_STRVAR(read_records_doc,
+"read_records(buf, pos, max_body, record_type, limit) -> (records, end)\n\n"
+"ReplyParser's fast path: the whole, valid records of at most max_body bytes\n"
+"from pos whose ids run on consecutively, at most limit of them (0: no limit),\n"
+"as a list of record_type(id, body, more), and the offset after the last.\n"
+"It stops at anything else (more bytes due, +EOF, an error line, a bad\n"
+"record, an id out of step) and leaves it to the Python code to judge.");
 
-static PyObject *str_id, *str_body, *str_more;
+/* Where record_type keeps id, body and more: the offsets of its slots when
+ * they are plain object slots (a slots dataclass, as record.Record), so a
+ * record is three stores, not three attribute lookups; else 0, and
+ * new_record sets them as object.__setattr__ does (a frozen __init__'s way). */
+typedef struct {
+    PyTypeObject *type; /* a strong reference; NULL: nothing cached */
+    Py_ssize_t offset[3];
+} fields_t;
+
+static PyObject *field_names[3]; /* "id", "body", "more" */
+static fields_t fields_cache;
+
+static Py_ssize_t
+slot_offset(PyTypeObject *type, PyObject *name)
+{
+    PyObject *d = PyObject_GetAttr((PyObject *)type, name);
+    Py_ssize_t offset = 0;
+    if (d == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type) && PyType_IsSubtype(type, PyDescr_TYPE(d))) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+            offset = m->offset;
+    }
+    Py_DECREF(d);
+    return offset;
+}
+
+static const fields_t *
+fields_of(PyTypeObject *type)
+{
+    int k;
+    if (fields_cache.type != type) {
+        Py_XDECREF(fields_cache.type);
+        Py_INCREF(type);
+        fields_cache.type = type;
+        for (k = 0; k < 3; k++)
+            fields_cache.offset[k] = slot_offset(type, field_names[k]);
+    }
+    return &fields_cache;
+}
+
+/* record_type(id, body, more) as its frozen __init__ would set it; steals
+ * the three values (NULL ones included, as failures). */
+static PyObject *
+new_record(PyTypeObject *type, const fields_t *f, PyObject *values[3])
+{
+    PyObject *rec = NULL;
+    int k;
+    if (values[0] != NULL && values[1] != NULL && values[2] != NULL)
+        rec = type->tp_alloc(type, 0);
+    for (k = 0; k < 3; k++) {
+        if (rec != NULL && f->offset[k] > 0) {
+            /* tp_alloc zeroed the slot: it takes the reference */
+            *(PyObject **)((char *)rec + f->offset[k]) = values[k];
+            continue;
+        }
+        if (rec != NULL && PyObject_GenericSetAttr(rec, field_names[k], values[k]) < 0)
+            Py_CLEAR(rec);
+        Py_XDECREF(values[k]);
+    }
+    return rec;
+}
 
 static PyObject *
-speedups_read_record(PyObject *self, PyObject *args)
+speedups_read_records(PyObject *self, PyObject *args)
 {
     Py_buffer view;
-    Py_ssize_t pos, max_body, len, start, stop;
+    Py_ssize_t pos, max_body, limit, len;
     PyTypeObject *type;
+    const fields_t *f;
     const unsigned char *p;
-    header_t h;
-    PyObject *rec = NULL, *v = NULL;
+    unsigned long long next_id = 0;
+    PyObject *list;
 
-    if (!PyArg_ParseTuple(args, "y*nnO!:read_record", &view, &pos, &max_body, &PyType_Type, &type))
+    if (!PyArg_ParseTuple(args, "y*nnO!n:read_records", &view, &pos, &max_body, &PyType_Type, &type,
+                          &limit))
         return NULL;
+    f = fields_of(type);
+    list = PyList_New(0);
+    if (list == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     p = (const unsigned char *)view.buf;
     len = view.len;
-    if (pos < 0 || pos >= len || !match_header(p, len, pos, &h) ||
-        h.size > (unsigned long long)max_body)
-        goto none;
-    start = pos + h.length;
-    if (h.size > (unsigned long long)(len - start) || len - start - (Py_ssize_t)h.size < 2)
-        goto none;
-    stop = start + (Py_ssize_t)h.size;
-    if (p[stop] != '\r' || p[stop + 1] != '\n' ||
-        crc_of(crc_of(0, p + pos + 1, h.length - 12), p + start, (Py_ssize_t)h.size) != h.crc)
-        goto none;
-    rec = type->tp_alloc(type, 0);
-    if (rec == NULL)
-        goto fail;
-    if ((v = PyLong_FromUnsignedLongLong(h.id)) == NULL || PyObject_GenericSetAttr(rec, str_id, v) < 0)
-        goto fail;
-    Py_DECREF(v);
-    if ((v = PyBytes_FromStringAndSize((const char *)p + start, (Py_ssize_t)h.size)) == NULL ||
-        PyObject_GenericSetAttr(rec, str_body, v) < 0)
-        goto fail;
-    Py_DECREF(v);
-    if ((v = PyLong_FromUnsignedLongLong(h.more)) == NULL || PyObject_GenericSetAttr(rec, str_more, v) < 0)
-        goto fail;
-    Py_DECREF(v);
+    while (pos >= 0 && pos < len && (limit <= 0 || PyList_GET_SIZE(list) < limit)) {
+        header_t h;
+        Py_ssize_t start, stop;
+        PyObject *values[3], *rec;
+        if (!match_header(p, len, pos, &h) || h.size > (unsigned long long)max_body ||
+            (next_id != 0 && h.id != next_id))
+            break;
+        start = pos + h.length;
+        if (h.size > (unsigned long long)(len - start) || len - start - (Py_ssize_t)h.size < 2)
+            break; /* the record is still arriving */
+        stop = start + (Py_ssize_t)h.size;
+        if (p[stop] != '\r' || p[stop + 1] != '\n' ||
+            crc_of(crc_of(0, p + pos + 1, h.length - 12), p + start, (Py_ssize_t)h.size) != h.crc)
+            break;
+        values[0] = PyLong_FromUnsignedLongLong(h.id);
+        values[1] = PyBytes_FromStringAndSize((const char *)p + start, (Py_ssize_t)h.size);
+        values[2] = PyLong_FromUnsignedLongLong(h.more);
+        rec = new_record(type, f, values);
+        if (rec == NULL || PyList_Append(list, rec) < 0) {
+            Py_XDECREF(rec);
+            Py_DECREF(list);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(rec);
+        next_id = h.id + 1;
+        pos = stop + 2;
+    }
     PyBuffer_Release(&view);
-    return Py_BuildValue("Nn", rec, stop + 2);
-none:
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
-fail:
-    Py_XDECREF(v);
-    Py_XDECREF(rec);
-    PyBuffer_Release(&view);
-    return NULL;
+    return Py_BuildValue("Nn", list, pos);
 }
 
 static PyMethodDef speedups_methods[] = {
     {"scan", speedups_scan, METH_VARARGS, scan_doc},
     {"encode_batch", speedups_encode_batch, METH_VARARGS, encode_batch_doc},
     {"frame_args", speedups_frame_args, METH_VARARGS, frame_args_doc},
-    {"read_record", speedups_read_record, METH_VARARGS, read_record_doc},
+    {"read_records", speedups_read_records, METH_VARARGS, read_records_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -465,10 +537,10 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    str_id = PyUnicode_InternFromString("id");
-    str_body = PyUnicode_InternFromString("body");
-    str_more = PyUnicode_InternFromString("more");
-    if (str_id == NULL || str_body == NULL || str_more == NULL)
+    field_names[0] = PyUnicode_InternFromString("id");
+    field_names[1] = PyUnicode_InternFromString("body");
+    field_names[2] = PyUnicode_InternFromString("more");
+    if (field_names[0] == NULL || field_names[1] == NULL || field_names[2] == NULL)
         return NULL;
     return PyModule_Create(&speedups_module);
 }
