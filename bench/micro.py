@@ -1,10 +1,11 @@
-"""In-process figures for the per-message work, no sockets (bench/PROFILE.rst).
+"""In-process figures for the per-message work, no server (bench/PROFILE.rst).
 
     python bench/micro.py [N]              # whichever implementation is built
     LOGD_PURE=1 python bench/micro.py [N]  # pure Python
 
 follower: Replicator.on_data over W6's bytes (100-byte messages, MSGs of 100,
-64 KiB DATA chunks); client: ReplyParser.next_record over the same records;
+64 KiB DATA chunks); client: ReplyParser.next_records over the same records
+in 256 KiB receives (the parser alone, as Connection drives it);
 client read(): ``Client.read(1, n)`` consumed whole (W4py's loop) over a
 socketpair whose far end, a forked child, answers the READ with the same
 records and +EOF: the client's whole read path, receives included, without
@@ -22,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from follower.replicator import Replicator  # noqa: E402
 from logd import speedups  # noqa: E402
-from logd.client import Client  # noqa: E402
+from logd.client import RECV_SIZE, Client  # noqa: E402
 from logd.protocol import Eof, ReplyParser  # noqa: E402
 from logd.protocol.replication import Data  # noqa: E402
 from logd.record import encode_batch  # noqa: E402
@@ -42,14 +43,19 @@ def follower(blob: bytes, n: int) -> float:
 
 def client(blob: bytes, n: int) -> float:
     parser = ReplyParser()
-    parser.receive_data(blob + b"+EOF\r\n")
-    step = parser.next_record
+    data = memoryview(blob + b"+EOF\r\n")
+    step = parser.next_records
     got = 0
     t = time.process_time()
-    while type(step()) is not Eof:
-        got += 1
+    for off in range(0, len(data), RECV_SIZE):  # as Connection.receive hands them over
+        parser.receive_data(data[off : off + RECV_SIZE])
+        while True:
+            run = step()
+            if type(run) is not list:
+                break
+            got += len(run)
     dt = time.process_time() - t
-    assert got == n
+    assert got == n and type(run) is Eof, (got, run)
     return dt
 
 
@@ -98,7 +104,7 @@ def main() -> None:
     best = min(follower(blob, n) for _ in range(3))
     print(f"follower verification: {best / n * 1e6:.2f} us/msg ({len(blob) / best / 1e6:.0f} MB/s)")
     best = min(client(blob, n) for _ in range(3))
-    print(f"client record reader:  {best / n * 1e6:.2f} us/record")
+    print(f"client run reader:     {best / n * 1e6:.2f} us/record")
     best = min(client_read(blob, n) for _ in range(3))
     print(f"client read():         {best / n * 1e6:.2f} us/record")
 

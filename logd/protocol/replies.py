@@ -149,7 +149,8 @@ class ReplyParser:
         self.max_body = max_body
         self.max_line = max_line
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer ``data`` (copied: the caller may reuse its buffer)."""
         if self._pos > 65536 and self._pos * 2 > len(self._buf):
             del self._buf[: self._pos]
             self._pos = 0
