@@ -36,6 +36,7 @@ __all__ = [
     "Eof",
     "MAX_REPLY_LINE",
     "MAX_RECORD_HEADER",
+    "MAX_RUN",
     "read_records_pure",
 ]
 
@@ -118,6 +119,11 @@ def read_records_pure(
 
 # The run reader (logd/_speedups.c's read_records when built).
 _read_records = read_records_pure if _native is None else _native.read_records
+# Records per run: fewer than the cycle collector's young-generation threshold
+# (700 by default), so a run of tracked records (the pure path's; C untracks
+# its own) sets off no collection while it is alive. Runs this long already
+# amortise a call over hundreds of records.
+MAX_RUN = 512
 
 
 # Bounds on what a server may send; past them the reply is a ProtocolError,
@@ -241,15 +247,16 @@ class ReplyParser:
         return Body(bytes(self._buf[start : start + size]))
 
     def next_records(self) -> list[Record] | Eof | NeedData:
-        """The next items of a READ stream, many at once: every verified record
-        buffered whose ids run on consecutively (a list of at least one; the
-        next call's first id may break the run), or what ``next_record()``
-        returns when no record starts the buffer (Eof, NEED_DATA, an error).
+        """The next items of a READ stream, many at once: the verified records
+        buffered whose ids run on consecutively, up to ``MAX_RUN`` (a list of
+        at least one; the next call's first id may break the run), or what
+        ``next_record()`` returns when no record starts the buffer (Eof,
+        NEED_DATA, an error).
 
         Raises:
             As ``next_record()``.
         """
-        run, end = _read_records(self._buf, self._pos, self.max_body, Record, 0)
+        run, end = _read_records(self._buf, self._pos, self.max_body, Record, MAX_RUN)
         if run:
             self._pos = end
             return run

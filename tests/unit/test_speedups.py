@@ -478,7 +478,7 @@ def _read_stream(parts: Iterator[bytes], max_body: int, step: str = "next_record
             if got is NEED_DATA:
                 break
             if isinstance(got, list):
-                assert got, "a run has at least one record"
+                assert 0 < len(got) <= replies.MAX_RUN
                 out.extend(got)
                 continue
             out.append(got)
@@ -496,6 +496,7 @@ STREAMS.update({
     "over max_body after a run": _log(1, [[b"a"] * 5]) + encode(6, b"b" * 101) + encode(7, b"c"),
     "EOF then more": _log(1, [[b"a"] * 3]) + b"+EOF\r\n" + encode(4, b"d"),
     "ids restart": _log(1, [[b"a"] * 3]) + _log(1, [[b"b"] * 2]) + b"+EOF\r\n",
+    "longer than a run": _log(1, [[b"r"] * 100] * 11) + b"+EOF\r\n",
 })
 
 
