@@ -16,6 +16,8 @@
  *
  * CRC-32 is zlib's crc32 (as Python's zlib.crc32): Debian's python3-dev
  * depends on zlib1g-dev, so the header is there wherever Python.h is.
+ * read_records computes the same CRC with its own sliced tables (crc_sliced),
+ * faster on a record's short pieces.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -477,23 +479,30 @@ slot_offset(PyTypeObject *type, PyObject *name)
     return offset;
 }
 
-static const fields_t *
+/* The fields of type, from the cache (one type: the parser only ever passes
+ * Record). Worked out into a local first: slot_offset's getattr may run
+ * Python code, which may call read_records with another type. */
+static fields_t
 fields_of(PyTypeObject *type)
 {
+    fields_t f;
+    PyTypeObject *old;
     int k;
-    if (fields_cache.type != type) {
-        Py_XDECREF(fields_cache.type);
-        Py_INCREF(type);
-        fields_cache.type = type;
-        fields_cache.atomic = 1;
-        for (k = 0; k < 3; k++) {
-            fields_cache.offset[k] = slot_offset(type, field_names[k]);
-            fields_cache.atomic &= fields_cache.offset[k] > 0;
-        }
-        fields_cache.atomic &= type->tp_dictoffset == 0 &&
-            type->tp_basicsize == (Py_ssize_t)(sizeof(PyObject) + 3 * sizeof(PyObject *));
+    if (fields_cache.type == type)
+        return fields_cache;
+    f.type = type;
+    f.atomic = 1;
+    for (k = 0; k < 3; k++) {
+        f.offset[k] = slot_offset(type, field_names[k]);
+        f.atomic &= f.offset[k] > 0;
     }
-    return &fields_cache;
+    f.atomic &= type->tp_dictoffset == 0 &&
+        type->tp_basicsize == (Py_ssize_t)(sizeof(PyObject) + 3 * sizeof(PyObject *));
+    old = fields_cache.type;
+    Py_INCREF(type);
+    fields_cache = f;
+    Py_XDECREF(old);
+    return f;
 }
 
 /* record_type(id, body, more) as its frozen __init__ would set it; steals
@@ -501,8 +510,8 @@ fields_of(PyTypeObject *type)
  *
  * A record that holds nothing but its int, bytes and int can be in no
  * reference cycle, so it is untracked by the cycle collector, as CPython
- * untracks tuples of atomic values: a 256 KiB receive makes ~2,500 records,
- * and tracked they cost a few young-generation collections each time. */
+ * untracks tuples of atomic values: a run's records live together, and
+ * tracked they cost the client ~10% more (bench/micro.py client read()). */
 static PyObject *
 new_record(PyTypeObject *type, const fields_t *f, PyObject *values[3])
 {
@@ -531,7 +540,7 @@ speedups_read_records(PyObject *self, PyObject *args)
     Py_buffer view;
     Py_ssize_t pos, max_body, limit, len;
     PyTypeObject *type;
-    const fields_t *f;
+    fields_t f;
     const unsigned char *p;
     unsigned long long next_id = 0;
     PyObject *list;
@@ -564,7 +573,7 @@ speedups_read_records(PyObject *self, PyObject *args)
         values[0] = PyLong_FromUnsignedLongLong(h.id);
         values[1] = PyBytes_FromStringAndSize((const char *)p + start, (Py_ssize_t)h.size);
         values[2] = PyLong_FromUnsignedLongLong(h.more);
-        rec = new_record(type, f, values);
+        rec = new_record(type, &f, values);
         if (rec == NULL || PyList_Append(list, rec) < 0) {
             Py_XDECREF(rec);
             Py_DECREF(list);

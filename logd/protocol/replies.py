@@ -3,8 +3,8 @@ encoders, and ``ReplyParser``, the client's side: reply lines, bodies, and the
 record stream of READ (whose headers ``logd.record`` reads).
 
 A READ stream is read a run of records at a time (``next_records``): one
-call decodes every whole, valid record buffered, so a 256 KiB receive costs
-one call, not one per record. ``read_records_pure`` is that run's reference
+call decodes up to ``MAX_RUN`` whole, valid records buffered, so a 256 KiB
+receive costs a few calls, not one per record. ``read_records_pure`` is that run's reference
 code; it runs in C when ``logd._speedups`` is built (``logd/speedups.py``).
 Whatever ends a run (more bytes due, +EOF, an error line, a bad record) is
 judged by ``next_record``'s Python code, in both implementations.
