@@ -24,8 +24,10 @@ Strategy and limits:
   ``append_many()``/``append_stream()`` keep a window of MSG requests in
   flight. Windows are bounded so that replies can never fill both socket
   buffers while we are still sending (a classic pipelining deadlock).
-- The READ loop calls ``Connection.next_record`` directly, one call per
-  record on top of the parser's: it is the hot path of every consumer.
+- The READ loop is the hot path of every consumer: it takes records a run
+  at a time (``Connection.next_records``, one call per receive), checks the
+  run's first id (the parser guarantees the rest follow on) and yields from
+  the list, so a record costs one loop step here.
 """
 
 from __future__ import annotations
@@ -113,19 +115,25 @@ class ObjRecord:
 
 
 class _Sequence:
-    """The continuity check: the first id is ``start`` (any id for 0), then each is +1."""
+    """The continuity check over runs of consecutive ids (``Connection.next_records``):
+    the first id is ``start`` (any id for 0), then each run starts where the last
+    record handed out left off. ``next`` is that record's id + 1 (``start`` before any).
+    """
 
     __slots__ = ("next",)
 
     def __init__(self, start: int) -> None:
         self.next = start  # 0: the server picks the first retained id
 
-    def check(self, id: int) -> None:
+    def check(self, run: list[Record]) -> None:
+        """Raises SequenceError unless ``run`` (if any) starts at the id due."""
+        if not run:
+            return
+        id = run[0].id
         if id != self.next and self.next != 0:
             raise SequenceError(f"expected record {self.next}, got {id}")
         if id < 1:
             raise SequenceError(f"record id {id} is not positive")
-        self.next = id + 1
 
 
 # -- the command client ---------------------------------------------------------------
@@ -468,11 +476,12 @@ class Client:
         seq = _Sequence(start)
         failures = 0
         while True:
+            resume = seq.next
             try:
-                for rec in self._stream(seq.next, 0, idle_timeout, seq):
-                    failures = 0
-                    yield rec
+                yield from self._stream(seq.next, 0, idle_timeout, seq)
             except _RETRYABLE as exc:
+                if seq.next != resume:  # records came since the last failure
+                    failures = 0
                 if self.connection.closes != closes:
                     return  # close() from another thread ends the follow
                 if not reconnect or (max_retries is not None and failures >= max_retries):
@@ -497,12 +506,14 @@ class Client:
         if seq is None:
             seq = _Sequence(start)
         conn = self.connection
-        # Bound once: the loop below runs per record. A close() (even from
-        # another thread) drops the connection's buffered bytes, so
-        # next_record() cannot hand out a record of the dead stream.
-        next_record = conn.next_record
+        # Bound once: the loop below runs per run of records. A close() (even
+        # from another thread) drops the connection's buffered bytes and
+        # empties the run being yielded, so no record of the dead stream is
+        # handed out.
+        next_records = conn.next_records
         remaining = limit
         streaming = False  # records may be in flight: the connection is out of step
+        rec: Record | None = None  # the last record handed out
         try:
             while True:
                 conn.send(encode_command("READ", seq.next, remaining))
@@ -511,17 +522,16 @@ class Client:
                 conn.settimeout(timeout)
                 got_any = False
                 while True:
-                    item = next_record()
-                    if isinstance(item, Eof):
+                    run = next_records()
+                    if isinstance(run, Eof):
                         break
-                    if item.id == seq.next:  # the common case of seq.check(), inlined
-                        seq.next += 1
-                    else:
-                        seq.check(item.id)
+                    seq.check(run)
+                    for rec in run:
+                        yield rec
+                    if rec is not None:
+                        seq.next = rec.id + 1
                     got_any = True
-                    yield item
-                    if remaining:
-                        remaining -= 1
+                    remaining = max(remaining - len(run), 0)  # 0 stays 0: forever
                 streaming = False
                 conn.settimeout(conn.timeout)
                 if limit and remaining == 0:
@@ -529,6 +539,8 @@ class Client:
                 if not got_any:
                     raise ProtocolError(f"READ {seq.next} ended with +EOF and no records")
         finally:
+            if rec is not None:  # thrown in at a yield: the records after it are still owed
+                seq.next = rec.id + 1
             if streaming:
                 # Abandoned (break, error, GeneratorExit) with records in
                 # flight: closing is cheaper than draining a follow.

@@ -19,10 +19,15 @@ Strategy and limits:
   nothing sent is ever retried, only establishing the connection is.
 - Dropping the socket drops its unparsed bytes too: they belong to a
   conversation that is over, so nothing buffered is handed out after a
-  ``drop()`` or a ``close()`` from another thread.
+  ``drop()`` or a ``close()`` from another thread. That includes the last
+  run of records ``next_records()`` handed out: the list is emptied, so a
+  loop still going through it stops.
 - Addresses are parsed before any socket is made; a bare port is refused
   (``errors.BadAddress``) instead of being dialled as an IPv4 address.
-- Reads are buffered in 256 KiB ``recv`` calls: READ throughput matters.
+- Reads are buffered in 256 KiB ``recv_into`` calls on a buffer the
+  connection keeps (made at its first receive): READ throughput matters, and
+  a fresh 256 KiB bytes object per receive costs an allocation and its page
+  faults.
 """
 
 from __future__ import annotations
@@ -151,6 +156,8 @@ class Connection:
         self.family, self.sockaddr = parse_address(address)
         self._sock: socket.socket | None = sock
         self._parser = ReplyParser()
+        self._run: list[Record] = []  # the last run next_records() handed out
+        self._chunk: memoryview | None = None  # receive()'s buffer
         self._closes = 0
         if sock is not None:
             sock.settimeout(timeout)
@@ -224,6 +231,7 @@ class Connection:
         """Forget the socket and its unparsed bytes after an error; ``send()`` connects again."""
         sock, self._sock = self._sock, None
         self._parser = ReplyParser()
+        self._run.clear()
         if sock is not None:
             try:
                 # shutdown() wakes a recv() blocked in another thread; close() alone does not.
@@ -296,15 +304,18 @@ class Connection:
         sock = self._sock
         if sock is None:
             raise ConnectionLost("not connected")
+        chunk = self._chunk
+        if chunk is None:
+            chunk = self._chunk = memoryview(bytearray(RECV_SIZE))
         try:
-            data = sock.recv(RECV_SIZE)
+            n = sock.recv_into(chunk)
         except OSError as exc:
             self.drop()
             raise ConnectionLost(f"receive from {self.address} failed: {exc}") from exc
-        if not data:
+        if not n:
             self.drop()
             raise ConnectionLost(f"{self.address} closed the connection")
-        self._parser.receive_data(data)
+        self._parser.receive_data(chunk[:n])
 
     def wait_closed(self) -> None:
         """Skip whatever arrives until the server closes, for up to ``timeout``; then drop.
@@ -374,16 +385,23 @@ class Connection:
             LogdError: the server ended the stream with an error line (its class).
             ConnectionLost: see ``receive()``.
         """
-        # _wait()'s loop written out: this runs once per record of every READ.
-        try:
-            while True:
-                got = self._parser.next_record()
-                if got is not NEED_DATA:  # an identity test: mypy cannot narrow on it
-                    return got  # type: ignore[return-value]
-                self.receive()
-        except FATAL:
-            self.drop()
-            raise
+        return self._wait("next_record")  # type: ignore[return-value]
+
+    def next_records(self) -> list[Record] | Eof:
+        """The next items of a READ stream, many at once: a run of verified records
+        with consecutive ids (all those buffered whole), or Eof; see
+        ``ReplyParser.next_records``. A ``drop()`` or ``close()`` (from another
+        thread too) empties the list, so a loop going through it stops there.
+
+        Raises:
+            As ``next_record()``.
+        """
+        got = self._wait("next_records")
+        if isinstance(got, list):
+            self._run = got
+            if self._sock is None:  # close() from another thread before the line above
+                got.clear()
+        return got  # type: ignore[return-value]
 
     def _wait(self, step_name: str) -> object:
         """Run a parser step, receiving more, until it returns something other than NEED_DATA."""

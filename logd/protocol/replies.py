@@ -1,12 +1,18 @@
 """The logd wire protocol's replies, with no sockets: the server's reply
 encoders, and ``ReplyParser``, the client's side: reply lines, bodies, and the
 record stream of READ (whose headers ``logd.record`` reads).
+
+A READ stream is read a run of records at a time (``next_records``): one
+call decodes up to ``MAX_RUN`` whole, valid records buffered, so a 256 KiB
+receive costs a few calls, not one per record. ``read_records_pure`` is that run's reference
+code; it runs in C when ``logd._speedups`` is built (``logd/speedups.py``).
+Whatever ends a run (more bytes due, +EOF, an error line, a bad record) is
+judged by ``next_record``'s Python code, in both implementations.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 from zlib import crc32
 
 from .. import errors
@@ -30,11 +36,9 @@ __all__ = [
     "Eof",
     "MAX_REPLY_LINE",
     "MAX_RECORD_HEADER",
+    "MAX_RUN",
+    "read_records_pure",
 ]
-
-# The native fast path for next_record's common case (logd/_speedups.c): a
-# whole, valid record, or None for anything else, which the code below judges.
-_read_record = _native.read_record if _native is not None else None
 
 OK = b"OK\r\n"
 PONG = b"PONG\r\n"
@@ -79,6 +83,49 @@ class Eof:
     pass
 
 
+def read_records_pure(
+    buf: bytes | bytearray | memoryview, pos: int, max_body: int, record_type: type = Record,
+    limit: int = 0,
+) -> tuple[list[Record], int]:
+    """The whole, valid records from ``pos`` of ``buf`` (header, CRLF, CRC as
+    ``record.parse``; a body of at most ``max_body`` bytes) whose ids run on
+    consecutively, at most ``limit`` of them (0: no limit), as
+    ``record_type(id, body, more)``; and the offset after the last. Stops at
+    anything else and never raises for it: the caller judges what is there.
+    """
+    out: list[Record] = []
+    next_id = 0  # 0: any first id (ids are >= 1)
+    end = len(buf)
+    while pos < end and (limit <= 0 or len(out) < limit):
+        try:
+            h = read_header(buf, pos)
+        except RecordError:
+            break
+        if h is None:
+            break
+        id, size, more, crc, length = h  # unpacked: cheaper than five attribute reads
+        start = pos + length
+        stop = start + size
+        if size > max_body or (next_id and id != next_id) or stop + 2 > end or buf[stop : stop + 2] != CRLF:
+            break
+        body = bytes(buf[start:stop])
+        if crc32(body, crc32(buf[pos + 1 : start - 11])) != crc:  # see record.parse
+            break
+        out.append(record_type(id, body, more))
+        next_id = id + 1
+        pos = stop + 2
+    return out, pos
+
+
+# The run reader (logd/_speedups.c's read_records when built).
+_read_records = read_records_pure if _native is None else _native.read_records
+# Records per run: fewer than the cycle collector's young-generation threshold
+# (700 by default), so a run of tracked records (the pure path's; C untracks
+# its own) sets off no collection while it is alive. Runs this long already
+# amortise a call over hundreds of records.
+MAX_RUN = 512
+
+
 # Bounds on what a server may send; past them the reply is a ProtocolError,
 # never an unbounded buffer (issue 7, item 9). Error lines carry a short reason
 # and a few fields, so 4 KiB is ample; a record header is at most
@@ -92,8 +139,8 @@ class ReplyParser:
 
     The caller says what it expects, since ``OK <n>`` is an id after MSG and
     a body length after STATS: ``next_reply()``, ``next_body()`` and, inside a
-    READ stream, ``next_record()``. Each returns NEED_DATA when more bytes are
-    due. Error replies come back as raised ``LogdError`` subclasses.
+    READ stream, ``next_record()`` or ``next_records()``. Each returns NEED_DATA
+    when more bytes are due. Error replies come back as raised ``LogdError`` subclasses.
 
     Nothing the server sends is trusted: a line longer than ``max_line``, a
     body or record longer than ``max_body``, or a reply of the wrong shape
@@ -108,7 +155,8 @@ class ReplyParser:
         self.max_body = max_body
         self.max_line = max_line
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer ``data`` (copied: the caller may reuse its buffer)."""
         if self._pos > 65536 and self._pos * 2 > len(self._buf):
             del self._buf[: self._pos]
             self._pos = 0
@@ -198,6 +246,23 @@ class ReplyParser:
         self._pos = start + size + 2
         return Body(bytes(self._buf[start : start + size]))
 
+    def next_records(self) -> list[Record] | Eof | NeedData:
+        """The next items of a READ stream, many at once: the verified records
+        buffered whose ids run on consecutively, up to ``MAX_RUN`` (a list of
+        at least one; the next call's first id may break the run), or what
+        ``next_record()`` returns when no record starts the buffer (Eof,
+        NEED_DATA, an error).
+
+        Raises:
+            As ``next_record()``.
+        """
+        run, end = _read_records(self._buf, self._pos, self.max_body, Record, MAX_RUN)
+        if run:
+            self._pos = end
+            return run
+        got = self.next_record()
+        return [got] if isinstance(got, Record) else got
+
     def next_record(self) -> Record | Eof | NeedData:
         """The next item of a READ stream: a verified record, or Eof.
 
@@ -208,11 +273,10 @@ class ReplyParser:
         """
         buf = self._buf
         pos = self._pos
-        if _read_record is not None:
-            got = _read_record(buf, pos, self.max_body, Record)
-            if got is not None:
-                self._pos = got[1]
-                return cast(Record, got[0])
+        run, end = _read_records(buf, pos, self.max_body, Record, 1)
+        if run:
+            self._pos = end
+            return run[0]
         if pos >= len(buf):
             return NEED_DATA
         if buf[pos] != 0x2B:  # '+'

@@ -55,6 +55,11 @@ class ScriptedSocket:
             chunk = chunk[:n]
         return chunk
 
+    def recv_into(self, buf: memoryview) -> int:
+        chunk = self.recv(len(buf))
+        buf[: len(chunk)] = chunk
+        return len(chunk)
+
     def sendall(self, data: bytes) -> None:
         if self.closed:
             raise OSError(9, "Bad file descriptor")
@@ -555,6 +560,61 @@ def test_close_ends_follow_quietly() -> None:
         client.close()
     assert got == [1]
     assert sock.closed
+
+
+class Dials:
+    """Stands in for Connection.dial: each call hands out a scripted socket with the next bytes."""
+
+    def __init__(self, *incoming: bytes) -> None:
+        self.incoming = list(incoming)
+        self.socks: list[ScriptedSocket] = []
+
+    def __call__(self) -> ScriptedSocket:
+        self.socks.append(ScriptedSocket(self.incoming.pop(0), whole))
+        return self.socks[-1]
+
+
+def _resuming_client(monkeypatch: pytest.MonkeyPatch) -> tuple[Client, Dials]:
+    """A client whose first READ gets records 1-3 in one receive (one run), the next 2-3."""
+    monkeypatch.setattr("logd.client.client.time.sleep", lambda s: None)
+    client = Client("127.0.0.1:1")
+    dials = Dials(b"OK\r\n" + records(1, [b"a", b"b", b"c"]), b"OK\r\n" + records(2, [b"b", b"c"]))
+    client.connection.dial = dials  # type: ignore[method-assign, assignment]
+    return client, dials
+
+
+def test_follow_resumes_after_the_last_record_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A drop() mid-run (an error elsewhere on the connection) loses the rest
+    # of the run with the connection: the follow asks for it again, no gap.
+    client, dials = _resuming_client(monkeypatch)
+    got = []
+    for rec in client.follow(1, reconnect=True):
+        got.append(rec.id)
+        if len(got) == 1:
+            client.connection.drop()
+        if len(got) == 3:
+            break
+    assert got == [1, 2, 3]
+    assert dials.socks[1].sent == b"READ 2\r\n1 2\r\n1 0\r\n"
+
+
+def test_follow_resumes_after_an_error_thrown_in_mid_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, dials = _resuming_client(monkeypatch)
+    it = client.follow(1, reconnect=True)
+    assert next(it).id == 1
+    assert it.throw(errors.ConnectionLost("thrown in")).id == 2
+    assert next(it).id == 3
+    assert dials.socks[0].closed and dials.socks[1].sent == b"READ 2\r\n1 2\r\n1 0\r\n"
+    it.close()
+
+
+@pytest.mark.parametrize("chunker", CHUNKERS)
+def test_read_many_records_in_runs(chunker: Chunker) -> None:
+    bodies = [b"%d" % i * (i % 7) + b"." for i in range(300)]
+    incoming = b"OK\r\n" + records(10, bodies) + b"+EOF\r\n"
+    client, _ = scripted(incoming, chunker)
+    assert list(client.read(10, 300)) == [Record(10 + i, b) for i, b in enumerate(bodies)]
+    assert client.connected
 
 
 # -- a server that cannot be trusted (issue 7, item 9) ---------------------------------

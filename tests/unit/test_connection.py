@@ -72,6 +72,49 @@ def test_replies_bodies_and_records_across_chunk_boundaries(chunker: Chunker) ->
         peer.close()
 
 
+RUNS = encode(1, b"one") + encode(2, b"two") + encode(4, b"four") + encode(5, b"five") + b"+EOF\r\n"
+
+
+@pytest.mark.parametrize("chunker", CHUNKERS)
+def test_next_records_hands_out_runs_across_chunk_boundaries(chunker: Chunker) -> None:
+    mine, peer = socket.socketpair()
+    chunks = list(chunker(RUNS))
+    conn = Drip(list(chunks), peer, mine)
+    try:
+        runs = []
+        for _ in range(len(chunks) + 2):  # bounded: at least one record per run
+            run = conn.next_records()
+            if isinstance(run, Eof):
+                break
+            assert run and [r.id for r in run] == list(range(run[0].id, run[0].id + len(run)))
+            runs.append(run)
+        assert [r for run in runs for r in run] == [
+            Record(1, b"one"), Record(2, b"two"), Record(4, b"four"), Record(5, b"five")]
+        assert not any(r[0].id == 4 and r[-1].id < 4 for r in runs)  # 2 -> 4 ends a run
+        assert isinstance(run, Eof) and conn.buffered == 0
+    finally:
+        conn.close()
+        peer.close()
+
+
+def test_close_empties_the_run_handed_out() -> None:
+    mine, peer = socket.socketpair()
+    conn = Drip([encode(1, b"a") + encode(2, b"b") + encode(3, b"c")], peer, mine)
+    try:
+        run = conn.next_records()
+        assert isinstance(run, list) and len(run) == 3  # one send, one unix-socket receive
+        got = []
+        for rec in run:
+            got.append(rec.id)
+            conn.close()  # as another thread would: the rest of the run is not handed out
+        assert got == [1] and run == []
+        with pytest.raises(errors.ConnectionLost):
+            conn.next_records()
+    finally:
+        conn.close()
+        peer.close()
+
+
 def test_blocking_calls_wait_for_the_rest(pair: tuple[Connection, socket.socket]) -> None:
     conn, peer = pair
     peer.sendall(STREAM)

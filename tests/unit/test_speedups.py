@@ -4,9 +4,11 @@ One corpus runs against both implementations of ``scan_records`` (valid
 logs, torn tails, bad CRCs, id gaps, broken MSGs, every malformed header of
 test_header.py), whole, byte by byte and in random chunks, and the results
 must be identical; so must ``encode_batch``'s bytes, the Replicator's
-writes and errors, partition.scan's results on damaged files and the
-client's record reader's records and errors (ReplyParser.next_record). The
-command parser's corpus runs against both in test_protocol.py.
+writes and errors, partition.scan's results on damaged files, the client's
+run reader's runs (``read_records``) and the client's record reader's
+records and errors (ReplyParser.next_record and next_records, against
+next_record's judging code alone). The command parser's corpus runs against
+both in test_protocol.py.
 
 ``test_native_is_built`` fails when a normal ``pip install -e`` did not build
 the extension (so CI exercises it); LOGD_ALLOW_PURE=1 allows its absence.
@@ -18,6 +20,7 @@ import os
 import random
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -344,20 +347,141 @@ def test_partition_scan_same_result(name: str, impl: str, tmp_path: Path,
         os.close(fd)
 
 
-def _read_stream(parts: Iterator[bytes], max_body: int) -> list[object]:
-    """Every outcome of ReplyParser.next_record over a READ stream arriving in parts."""
+# -- the client's run reader: read_records ---------------------------------------------------
+
+RunReader = Callable[..., tuple[list[object], int]]
+
+
+def run_reader(impl: str) -> RunReader:
+    if impl == "pure":
+        return replies.read_records_pure
+    assert native is not None
+    return native.read_records  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class PlainRecord:  # no slots: the native reader sets its fields the generic way
+    id: int
+    body: bytes
+    more: int = 0
+
+
+class SubRecord(record.Record):  # Record's slots, inherited
+    __slots__ = ()
+
+
+def _runs(fn: RunReader, parts: Iterator[bytes], max_body: int, record_type: type, limit: int
+          ) -> tuple[list[list[object]], int]:
+    """The runs read as bytes arrive in parts, each call from where the last one stopped."""
+    buf = bytearray()
+    pos = 0
+    runs: list[list[object]] = []
+    for part in parts:
+        buf += part
+        while True:
+            run, end = fn(buf, pos, max_body, record_type, limit)
+            assert (end > pos) == bool(run)
+            if not run:
+                break
+            runs.append(run)
+            pos = end
+    return runs, pos
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_read_records_corpus_whole_and_in_chunks(name: str, impl: str) -> None:
+    data, first_id = CORPUS[name]
+    fn = run_reader(impl)
+    pure = replies.read_records_pure
+    for max_body in (100, 1 << 20):
+        want = pure(data, 0, max_body, record.Record, 0)
+        assert fn(data, 0, max_body, record.Record, 0) == want
+        assert fn(memoryview(data), 0, max_body, record.Record, 0) == want
+        assert fn(bytearray(data), 0, max_body, record.Record, 0) == want
+        assert fn(data, len(data), max_body, record.Record, 0) == ([], len(data))
+        assert fn(data, 0, max_body, PlainRecord, 0) == pure(data, 0, max_body, PlainRecord, 0)
+        assert fn(data, 0, max_body, SubRecord, 2) == pure(data, 0, max_body, SubRecord, 2)
+        run, end = want
+        # a run of whole, valid records with consecutive ids: what record.parse reads
+        pos = 0
+        for i, rec in enumerate(run):
+            got = record.parse(data, pos)
+            assert got is not None and got[0] == rec and len(rec.body) <= max_body  # type: ignore[attr-defined]
+            assert rec.id == run[0].id + i  # type: ignore[attr-defined]
+            pos = got[1]
+        assert pos == end
+        chunkings = [bytewise(data), random_chunks(data, 7, 9), seeded(3)(data)]
+        if len(data) > 20_000:
+            chunkings = [random_chunks(data, 7, 4096)]
+        for parts in chunkings:
+            chunks = list(parts)
+            for limit in (0, 1, 3):
+                got_runs = _runs(fn, iter(chunks), max_body, record.Record, limit)
+                assert got_runs == _runs(pure, iter(chunks), max_body, record.Record, limit)
+                assert all(0 < len(r) <= (limit or len(r)) for r in got_runs[0])
+                # a run never takes a record the whole buffer would not (ids may restart across runs)
+                flat = [r for one in got_runs[0] for r in one]
+                assert flat[:len(run)] == run and got_runs[1] >= end
+
+
+def test_read_records_checks_every_crc(impl: str) -> None:
+    """Bodies of every length up to 300 (the native CRC works 8 bytes at a
+    time, then byte by byte) and either side of 512 (where it hands over to
+    zlib's), ids of every width, records at odd offsets (unaligned loads);
+    one flipped bit anywhere the CRC covers is refused."""
+    fn = run_reader(impl)
+    rng = random.Random(5)
+    for n in [*range(300), 503, 504, 511, 512, 513, 5000]:
+        body = bytes(rng.randrange(256) for _ in range(n))
+        id = rng.randrange(1, 10 ** rng.randint(1, 19))
+        pad = n % 8
+        data = b"x" * pad + encode(id, body, n % 4)
+        assert fn(data, pad, 5000, record.Record, 0) == ([record.Record(id, body, n % 4)], len(data))
+        body_at = len(data) - 2 - n
+        for at in {rng.randrange(pad, len(data)), rng.randrange(body_at, body_at + n) if n else pad}:
+            bad = _flip(data, at)
+            assert fn(bad, pad, 5000, record.Record, 0) == ([], pad), (n, at)
+            assert replies.read_records_pure(bad, pad, 5000, record.Record, 0) == ([], pad)
+
+
+def test_read_records_rejects_wrong_arguments() -> None:
+    if native is None:
+        pytest.skip(NATIVE_MISSING)
+    with pytest.raises(TypeError):
+        native.read_records("text", 0, 100, record.Record, 0)
+    with pytest.raises(TypeError):
+        native.read_records(b"", 0, 100, "Record", 0)
+    with pytest.raises(TypeError):
+        native.read_records(b"", 0, 100, record.Record)
+
+
+# -- the client's record reader: ReplyParser.next_record and next_records ----------------------
+
+def _judge_only(buf: object, pos: int, max_body: int, record_type: type, limit: int) -> tuple[list[object], int]:
+    """No run reader at all: next_record's judging code reads every record (the reference)."""
+    return [], pos
+
+
+def _read_stream(parts: Iterator[bytes], max_body: int, step: str = "next_record") -> list[object]:
+    """Every outcome of ReplyParser.next_record (or next_records, its runs
+    flattened) over a READ stream arriving in parts."""
     parser = ReplyParser(max_body=max_body)
+    next_item = getattr(parser, step)
     out: list[object] = []
     for part in parts:
         parser.receive_data(part)
         while True:
             try:
-                got = parser.next_record()
+                got = next_item()
             except errors.LogdError as exc:
                 out.append((type(exc).__name__, str(exc)))
                 return out
             if got is NEED_DATA:
                 break
+            if isinstance(got, list):
+                assert 0 < len(got) <= replies.MAX_RUN
+                out.extend(got)
+                continue
             out.append(got)
             if isinstance(got, Eof):
                 return out
@@ -368,7 +492,12 @@ STREAMS = {name: data for name, (data, first) in CORPUS.items() if first == 1 an
 STREAMS.update({
     "with EOF": _log(1, [[b"a", b"bb"], [b"c"]]) + b"+EOF\r\n",
     "error line": encode(1, b"a") + b"ERR_CLIENT NOTRETAINED id 1 is gone\r\n",
+    "error line after a run": _log(1, [[b"a", b"b", b"c"]]) + b"ERR CORRUPT record 4 fails\r\n",
     "over max_body": encode(1, b"a" * 100) + encode(2, b"b" * 101),
+    "over max_body after a run": _log(1, [[b"a"] * 5]) + encode(6, b"b" * 101) + encode(7, b"c"),
+    "EOF then more": _log(1, [[b"a"] * 3]) + b"+EOF\r\n" + encode(4, b"d"),
+    "ids restart": _log(1, [[b"a"] * 3]) + _log(1, [[b"b"] * 2]) + b"+EOF\r\n",
+    "longer than a run": _log(1, [[b"r"] * 100] * 11) + b"+EOF\r\n",
 })
 
 
@@ -376,12 +505,16 @@ STREAMS.update({
 def test_client_record_reader_same_outcomes(name: str, impl: str, monkeypatch: pytest.MonkeyPatch) -> None:
     data = STREAMS[name]
     for parts in ([data], list(bytewise(data)), list(random_chunks(data, 11, 13))):
-        monkeypatch.setattr(replies, "_read_record", None)
+        monkeypatch.setattr(replies, "_read_records", _judge_only)
         want = _read_stream(iter(parts), 100)
-        if impl == "native":
-            assert native is not None
-            monkeypatch.setattr(replies, "_read_record", native.read_record)
+        monkeypatch.setattr(replies, "_read_records", run_reader(impl))
         assert _read_stream(iter(parts), 100) == want
+        assert _read_stream(iter(parts), 100, "next_records") == want
+
+
+def test_the_run_reader_is_the_native_one_when_built() -> None:
+    want = replies.read_records_pure if native is None else native.read_records
+    assert replies._read_records is want
 
 
 @pytest.mark.slow
