@@ -513,11 +513,16 @@ class _Connection:
             pass
 
     def _reply(self, out: list[bytes], result: Any) -> None:
-        if not self.writer_busy and self.pending.empty() and result.ready():
-            value = result.get()
-            if type(value) is bytes:
-                out.append(value)
+        """``result``: the reply line itself, or something shaped like an AsyncResult."""
+        if not self.writer_busy and self.pending.empty():
+            if type(result) is bytes:
+                out.append(result)
                 return
+            if result.ready() and type(result.get()) is bytes:
+                out.append(result.get())
+                return
+        if type(result) is bytes:
+            result = _Ready(result)
         if out:
             send_all(self.sock, b"".join(out), self.config.send_timeout)
             out.clear()

@@ -12,8 +12,8 @@ greenlet: nothing else can run meanwhile, so the order is exactly the one the
 consumer would give, minus two greenlet switches per command (W2 latency).
 
 Commit. A MSG is appended at once, but its reply may wait: under
-``--fsync always`` the committer greenlet runs fdatasync in the hub's threadpool
-and releases every reply waiting at or below the synced id, so one fsync
+``--fsync always`` the committer greenlet runs fdatasync in a thread of its
+own (``syncthread.py``) and releases every reply waiting at or below the synced id, so one fsync
 covers every append that arrived while the previous one ran (group commit).
 Under ``interval`` and ``never`` a MSG is committed as soon as it is
 written. Readers see committed ids only: the queue publishes each commit to
@@ -47,6 +47,7 @@ from .. import stats as st
 from ..config import FsyncMode, FsyncPolicy
 from ..errors import LogdError, ServerError, ShuttingDown
 from ..log import Log
+from ..syncthread import SyncThread
 from .acks import Acks, acks_off_stats
 from .commit import Commits
 from .handlers import Handlers, Peer, WaitCommit, WaitSync
@@ -86,6 +87,7 @@ class EventQueue:
         self._running = False  # a handler is running (they never yield; this guards it)
         self._readers_before: list[Log] = []  # read-only logs before a promotion (use_log)
         self._sync_lock = Semaphore()  # one fsync round at a time (a SyncPoint is not reentrant)
+        self._syncer = SyncThread()  # where the fsyncs run (syncthread.py)
 
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self._consume))
@@ -94,20 +96,20 @@ class EventQueue:
         elif self.fsync.mode is FsyncMode.INTERVAL:
             self._greenlets.append(gevent.spawn(self._interval_loop))
 
-    def submit(self, command: p.Command, peer: Peer) -> AsyncResult:
-        """Queue a command; its reply arrives in the returned AsyncResult.
+    def submit(self, command: p.Command, peer: Peer) -> bytes | AsyncResult:
+        """Run or queue a command: its reply line when that is ready at once,
+        else an AsyncResult that gets the reply.
 
         When nothing is queued, the command runs right here instead of one
         greenlet switch later: under gevent nothing else runs meanwhile, so
         the order is the same as if the consumer had run it.
         """
-        result: AsyncResult[Any] = AsyncResult()
         if self._closed:
-            result.set(p.encode_error(ShuttingDown("server is shutting down")))
-        elif self._queue.empty() and not self._running:
-            self._run(command, peer, result)
-        else:
-            self._queue.put((command, peer, result))
+            return p.encode_error(ShuttingDown("server is shutting down"))
+        if self._queue.empty() and not self._running:
+            return self._run(command, peer, None)
+        result: AsyncResult[Any] = AsyncResult()
+        self._queue.put((command, peer, result))
         return result
 
     def _queue_stats(self) -> dict[str, Any]:
@@ -136,33 +138,43 @@ class EventQueue:
                 return
             self._run(*item)
 
-    def _run(self, command: p.Command, peer: Peer, result: AsyncResult) -> None:
+    def _run(self, command: p.Command, peer: Peer, result: AsyncResult | None) -> bytes | AsyncResult:
+        """Run one command. Its reply goes into ``result``; with None (submit,
+        nothing queued) a reply line ready at once is returned as it is, and
+        anything else in a new AsyncResult."""
         name = _NAMES.get(type(command)) or _NAMES.setdefault(type(command), type(command).__name__.lower())
         self._running = True
         try:
             reply = self.handlers.handle(command, peer)
         except LogdError as exc:
             self.stats.command(name, failed=True)
-            result.set(p.encode_error(exc))
-            return
+            reply = p.encode_error(exc)
         except Exception:
             self.stats.command(name, failed=True)
             log.exception("command_failed", command=name)
-            result.set(p.encode_error(ServerError("internal error")))
-            return
+            reply = p.encode_error(ServerError("internal error"))
+        else:
+            self.stats.command(name)
         finally:
             self._running = False
-        self.stats.command(name)
+        if type(reply) is WaitCommit and reply.id <= self.commits.committed:
+            reply = reply.reply
+        if isinstance(reply, bytes) and result is None:
+            self._commit_written()
+            return reply
+        if result is None:
+            result = AsyncResult()
         if type(reply) is WaitSync:
             gevent.spawn(self._sync_then, result, reply.reply)
         elif type(reply) is WaitCommit:
-            if reply.id <= self.commits.committed:
-                result.set(reply.reply)
-            else:
-                self._waiters.append((reply.id, result, reply.reply))
-                self._dirty.set()
+            self._waiters.append((reply.id, result, reply.reply))
+            self._dirty.set()
         else:
             result.set(reply)
+        self._commit_written()
+        return result
+
+    def _commit_written(self) -> None:
         # Commit written messages once the queue is drained: one wake-up of
         # the tail readers covers a whole burst of MSGs.
         if self._immediate and self.commits.committed < self.log.head() and self._queue.empty():
@@ -223,7 +235,7 @@ class EventQueue:
         point = self.log.begin_sync()
         began = time.monotonic()
         try:
-            gevent.get_hub().threadpool.apply(point.run)
+            self._syncer.run(point.run)
         except Exception as exc:
             self.stats.incr(st.FSYNC_ERRORS)
             failure = self.log.fail_sync(exc)
@@ -279,3 +291,4 @@ class EventQueue:
         self._queue.put(_STOP)
         for g in self._greenlets[1:]:
             g.kill()
+        self._syncer.stop()

@@ -339,7 +339,14 @@ class FileLog(LogReader):
         p = self._partitions[-1]
         if p.size and p.size + len(data) > self.partition_size:
             p = self._roll(first)
-        return self._write(p, first, data, sizes)
+        start = p.size
+        self._write_bytes(p, data)
+        end = start + len(data)
+        if p.index.due(start) < end:  # most small MSGs make no index entry: skip the starts
+            # Record starts, in C; then one bisect per index entry, not a Python
+            # step per record.
+            p.index.add_run(first, list(accumulate(sizes, initial=start)), len(sizes))
+        return self._advance(p, end, first + len(sizes) - 1)
 
     def index_due(self) -> int:
         """The offset in the active partition from which its sparse index wants
@@ -503,16 +510,6 @@ class FileLog(LogReader):
         log.warning("suffix_quarantined", file=path, first_id=point, last_id=head, epoch=epoch,
                     partition=keep.number, offset=offset)
         return path, head - point + 1, lock
-
-    def _write(self, p: Partition, first: int, data: bytes, sizes: list[int]) -> int:
-        start = p.size
-        self._write_bytes(p, data)
-        end = start + len(data)
-        if p.index.due(start) < end:  # most small MSGs make no index entry: skip the starts
-            # Record starts, in C; then one bisect per index entry, not a Python
-            # step per record.
-            p.index.add_run(first, list(accumulate(sizes, initial=start)), len(sizes))
-        return self._advance(p, end, first + len(sizes) - 1)
 
     def _write_bytes(self, p: Partition, data: bytes) -> None:
         start = p.size

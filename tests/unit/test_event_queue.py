@@ -13,6 +13,7 @@ import time
 from typing import Iterator
 
 import gevent
+from gevent.event import AsyncResult
 import pytest
 
 from logd import stats as st
@@ -66,6 +67,11 @@ def gated() -> Iterator[tuple[EventQueue, GatedLog]]:
         queue.stop()
 
 
+def reply_of(submitted: bytes | AsyncResult, timeout: float) -> bytes:
+    """submit() returns a reply that is ready at once as it is, else an AsyncResult."""
+    return submitted if isinstance(submitted, bytes) else submitted.get(timeout=timeout)
+
+
 @pytest.mark.parametrize("policy", ["never", "always"])
 def test_order_across_two_submitters(policy: str) -> None:
     log = MemoryLog()
@@ -77,7 +83,7 @@ def test_order_across_two_submitters(policy: str) -> None:
         ids = []
         for i in range(50):
             body = tag + b"%02d" % i
-            reply = queue.submit(Msg((body,)), PEER).get(timeout=5)
+            reply = reply_of(queue.submit(Msg((body,)), PEER), 5)
             replies[body] = reply
             ids.append(int(reply.split()[1]))
             gevent.sleep(0)  # let the other one in between
@@ -126,7 +132,7 @@ def test_drain_answers_everything_then_stops_streams(gated: tuple[EventQueue, Ga
     stream = gevent.spawn(queue.commits.wait, 10**9)  # a tail reader waiting for more
     drain = gevent.spawn(queue.drain, 5.0)
     gevent.sleep(0.02)
-    late = queue.submit(Msg((b"late",)), PEER).get(timeout=5)
+    late = reply_of(queue.submit(Msg((b"late",)), PEER), 5)
     assert late.startswith(b"ERR SHUTDOWN ")  # no new writes while draining
     assert not drain.dead and not stream.dead  # it waits for the fsyncs due
     for point in log.points:
@@ -140,6 +146,6 @@ def test_drain_answers_everything_then_stops_streams(gated: tuple[EventQueue, Ga
     stream.join(timeout=1)
     assert stream.dead and queue.commits.stopped.is_set()
     queue.stop()
-    after = queue.submit(Msg((b"after",)), PEER).get(timeout=1)
+    after = reply_of(queue.submit(Msg((b"after",)), PEER), 1)
     assert after.startswith(b"ERR SHUTDOWN ")
     assert log.head() == 5
