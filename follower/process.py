@@ -60,6 +60,7 @@ from logd.metrics import MetricsServer
 from logd.process import EXIT_FAILURE, Halt, InFlight, Process
 from logd.protocol import NEED_DATA, encode_command
 from logd.protocol import replication as rp
+from logd.syncthread import SyncThread
 
 from . import progress
 from .config import FollowerConfig
@@ -79,6 +80,7 @@ class Follower(Process):
     def __init__(self, config: FollowerConfig) -> None:
         super().__init__()
         self._fsyncs = InFlight(faults.fsync_func())
+        self._syncer = SyncThread("follower-fsync")  # the fsyncs run there
         self.config = config
         self.log: FileLog | None = None
         self.greenlets: list[Any] = []
@@ -476,7 +478,7 @@ class Follower(Process):
         assert flog is not None
         point = flog.begin_sync()
         try:
-            gevent.get_hub().threadpool.apply(point.run)
+            self._syncer.run(point.run)
         except OSError as exc:
             error = flog.fail_sync(exc)
             log.error("fsync_failed", error=str(error))

@@ -4,7 +4,7 @@
 EIO, to test that a failed fsync stops writes for good (fsyncgate).
 
 ``LOGD_FAULTS=fsync_wedge=PATH`` makes every fsync wait while ``PATH``
-exists (polling every 10 ms, in the threadpool thread the fsync runs in), to
+exists (polling every 10 ms, in the thread the fsync runs in), to
 test that the watchdog stops its pings while the writer is wedged.
 
 ``LOGD_FAULTS=progress_every=SECONDS`` shortens the 2 s between recovery's
