@@ -116,7 +116,9 @@ def test_status_of_a_primary_a_follower_and_a_read_replica(logd_server, follower
     f = follower(primary.addr, "--fsync", "never", "--name", "replica-a").wait_ready()
     ready = f.notify.with_line("READY=1", f.proc.pid)[0]
     assert ready.lines[1].startswith("STATUS=")  # READY carries the first status
-    assert f.events("link_state")  # the handshake came first
+    # The handshake's line is written before READY=1, but the fixture's pipe
+    # reader may see it a moment after the datagram: wait for it.
+    wait_for(lambda: f.events("link_state"), what="the handshake's link_state line")
     replica = logd_server("--refuse", data_dir=f.data_dir)
     w = Wire(primary.host, primary.port, timeout=10)
     for _ in range(5):
