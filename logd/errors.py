@@ -26,6 +26,7 @@ __all__ = [
     "ServerError",
     "StorageError",
     "DiskFull",
+    "Locked",
     "FsyncFailed",
     "CorruptLogError",
     "ShuttingDown",
@@ -148,6 +149,12 @@ class DiskFull(StorageError):
     code = "DISKFULL"
 
 
+class Locked(StorageError):
+    """The data directory is held by another process (its writer lock): stop it first."""
+
+    code = "LOCKED"
+
+
 class FsyncFailed(StorageError):
     """An fsync failed. Writes stay stopped until restart (fsyncgate)."""
 
@@ -232,6 +239,7 @@ CLASSES: dict[str, type[LogdError]] = {
         ServerError,
         StorageError,
         DiskFull,
+        Locked,
         FsyncFailed,
         CorruptLogError,
         ShuttingDown,

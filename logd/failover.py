@@ -109,6 +109,9 @@ def same_address(a: str, b: str) -> bool:
 
 def is_lock_error(exc: BaseException) -> bool:
     """ACCEPT on a read replica whose directory a follower still holds (daemon.promote)."""
+    if isinstance(exc, errors.Locked):
+        return True
+    # A server from before ERR LOCKED said ERR STORAGE with this message (a mixed-version upgrade).
     return isinstance(exc, errors.StorageError) and "is in use by" in exc.message
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import StorageError
+from ..errors import Locked, StorageError
 
 __all__ = ["LOCK_FILE", "Holder", "UNKNOWN", "DirectoryLocked", "WriterLock", "holder", "this_program"]
 
@@ -63,7 +63,7 @@ class Holder:
 UNKNOWN = Holder(0, "unknown", "unknown")  # holds the lock, but the file does not name it
 
 
-class DirectoryLocked(StorageError):
+class DirectoryLocked(Locked):
     """Another process holds the writer lock; ``holder`` names it (or is ``UNKNOWN``)."""
 
     def __init__(self, directory: str, holder: Holder) -> None:

@@ -21,8 +21,11 @@ def test_fsynced_id_from_a_replicas_stats() -> None:
 
 
 def test_only_the_writer_lock_error_is_retried() -> None:
-    locked = errors.from_reply("ERR", "STORAGE data directory /d is in use by pid 7 (logd-follower, "
+    locked = errors.from_reply("ERR", "LOCKED data directory /d is in use by pid 7 (logd-follower, "
                                       "since 2026-12-02T00:00:00Z); stop it first")
-    assert failover.is_lock_error(locked)
+    assert type(locked) is errors.Locked and failover.is_lock_error(locked)
+    before = errors.from_reply("ERR", "STORAGE data directory /d is in use by pid 7 (logd-follower, "
+                                      "since 2026-12-02T00:00:00Z); stop it first")  # a server before LOCKED
+    assert type(before) is errors.StorageError and failover.is_lock_error(before)
     assert not failover.is_lock_error(errors.from_reply("ERR", "STORAGE cannot write the metadata file"))
     assert not failover.is_lock_error(errors.Forbidden("ACCEPT is accepted only from ..."))
