@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from contextlib import contextmanager
 from typing import Iterator
 
 import pytest
@@ -59,17 +60,24 @@ class Drip(Connection):
         super().receive()
 
 
-@pytest.mark.parametrize("chunker", CHUNKERS)
-def test_replies_bodies_and_records_across_chunk_boundaries(chunker: Chunker) -> None:
+@contextmanager
+def dripping(stream: bytes, chunker: Chunker) -> Iterator[tuple[Drip, list[bytes]]]:
+    """A Connection fed ``stream`` in ``chunker``'s chunks, one per receive."""
     mine, peer = socket.socketpair()
-    chunks = list(chunker(STREAM))
+    chunks = list(chunker(stream))
     conn = Drip(list(chunks), peer, mine)
     try:
-        assert [getattr(conn, c)() for c in CALLS] == EXPECTED
-        assert conn.receives == len(chunks) and conn.buffered == 0
+        yield conn, chunks
     finally:
         conn.close()
         peer.close()
+
+
+@pytest.mark.parametrize("chunker", CHUNKERS)
+def test_replies_bodies_and_records_across_chunk_boundaries(chunker: Chunker) -> None:
+    with dripping(STREAM, chunker) as (conn, chunks):
+        assert [getattr(conn, c)() for c in CALLS] == EXPECTED
+        assert conn.receives == len(chunks) and conn.buffered == 0
 
 
 RUNS = encode(1, b"one") + encode(2, b"two") + encode(4, b"four") + encode(5, b"five") + b"+EOF\r\n"
@@ -77,10 +85,7 @@ RUNS = encode(1, b"one") + encode(2, b"two") + encode(4, b"four") + encode(5, b"
 
 @pytest.mark.parametrize("chunker", CHUNKERS)
 def test_next_records_hands_out_runs_across_chunk_boundaries(chunker: Chunker) -> None:
-    mine, peer = socket.socketpair()
-    chunks = list(chunker(RUNS))
-    conn = Drip(list(chunks), peer, mine)
-    try:
+    with dripping(RUNS, chunker) as (conn, chunks):
         runs = []
         for _ in range(len(chunks) + 2):  # bounded: at least one record per run
             run = conn.next_records()
@@ -92,9 +97,6 @@ def test_next_records_hands_out_runs_across_chunk_boundaries(chunker: Chunker) -
             Record(1, b"one"), Record(2, b"two"), Record(4, b"four"), Record(5, b"five")]
         assert not any(r[0].id == 4 and r[-1].id < 4 for r in runs)  # 2 -> 4 ends a run
         assert isinstance(run, Eof) and conn.buffered == 0
-    finally:
-        conn.close()
-        peer.close()
 
 
 def test_close_empties_the_run_handed_out() -> None:
