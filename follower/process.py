@@ -71,6 +71,10 @@ __all__ = ["Follower"]
 
 log = structlog.get_logger("follower")
 
+# Under glibc's mmap threshold (128 KiB): a bigger recv() buffer is mmap'd,
+# faulted in and unmapped on every call (~8 us per tailed record; 64 KiB
+# reads also move a catch-up faster than 1 MiB ones on loopback).
+RECV_SIZE = 64 * 1024
 STALL_TIMEOUT = 30.0  # seconds an fsync may run before the watchdog's pings stop
 
 
@@ -410,7 +414,7 @@ class Follower(Process):
         parser = rp.FrameParser()
         always = config.fsync.mode is FsyncMode.ALWAYS
         while True:
-            data = sock.recv(1 << 20)
+            data = sock.recv(RECV_SIZE)
             if not data:
                 raise ConnectionLost("the primary closed the connection")
             parser.receive_data(data)

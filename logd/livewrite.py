@@ -39,7 +39,7 @@ from .protocol import NEED_DATA, OkId, encode_command
 
 __all__ = ["LineSplitter", "LiveWriter", "Outcome", "READ_SIZE"]
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024  # a pipe's buffer; and under glibc's mmap threshold (server.py)
 
 
 class LineSplitter:
