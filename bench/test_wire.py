@@ -295,3 +295,24 @@ def test_raw_redis_reader_pages(which, monkeypatch):
         wire.resp_command(b"XRANGE", b"bench", b"(77-3", b"+", b"COUNT", b"4"),
         wire.resp_command(b"XRANGE", b"bench", b"(77-7", b"+", b"COUNT", b"2"),
     ]
+
+
+def test_floor_answers_msgs_in_order(tmp_path):
+    """bench/floor.py stands in for logd under W2/W3: each MSG gets the next id."""
+    import socket
+
+    import servers
+    import workloads
+
+    floor = Path(__file__).with_name("floor.py")
+    with servers.LogdServer("interval", str(tmp_path), cmd=f"{sys.executable} {floor}") as s:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(LogdCodec.encode_write([b"a"]) * 3)
+            got = b""
+            while got.count(b"\r\n") < 3:
+                chunk = c.recv(100)
+                assert chunk, "floor.py closed the connection"
+                got += chunk
+        assert got == b"OK 1\r\nOK 2\r\nOK 3\r\n"
+        r = workloads.concurrent_writers(s.port, "logd", 4, 2, 0.3)
+        assert r["msgs"] > 0
