@@ -6,6 +6,7 @@ Run: ``python -m pytest bench/test_replication.py -q``.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -248,9 +249,15 @@ def test_replication_workloads_run_and_stop_everything(system, tmp_path):
         assert "error" not in r, (w, r)
         assert all(c["exit"] == 0 for c in r["exit_codes"].values()), (w, r["exit_codes"])
     w6 = results["W6"]
-    assert w6["msgs"] == 3000 and w6["seconds"] > 0
+    # A copy this small can end within the poll that saw the follower start
+    # (copy seconds 0, no rate: _w6_result); from the spawn it always takes time.
+    assert w6["msgs"] == 3000 and w6["seconds"] >= 0 and w6["wall_s"] > 0
     if system == "logd":
-        assert w6["verified"].startswith("sha256") and 0 < w6["fraction_of_sendfile"]
+        assert w6["verified"].startswith("sha256")
+        if w6["seconds"] > 0:
+            assert 0 < w6["fraction_of_sendfile"]
+        else:
+            assert math.isnan(w6["fraction_of_sendfile"])
         w7 = results["W7"]
         assert w7["msgs"] == 2000 and w7["without"]["msgs"] == 2000 and w7["lag_samples"] >= 1
         assert w7["lag_ms_method"] in ("sampled head history", "primary lag_seconds")
