@@ -154,7 +154,8 @@ Command = Union[Msg, Read, Replicate, Ack, Head, Ping, Close, Shutdown, Stats, R
 
 def _int_arg(name: str, raw: bytes) -> int:
     if not raw.isdigit() or len(raw) > MAX_INT_DIGITS:
-        raise InvalidArgument(f"{name} must be a non-negative integer, got {raw[:40]!r}")
+        raise InvalidArgument(f"{name} must be a non-negative integer, got "
+                              f"{raw[:40].decode('utf-8', 'replace')!r}")
     return int(raw)
 
 

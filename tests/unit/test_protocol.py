@@ -250,6 +250,18 @@ def test_client_error_is_not_protocol_error() -> None:
         assert issubclass(cls, ClientError) and not issubclass(cls, ProtocolError)
 
 
+def test_bad_integer_is_quoted_as_text() -> None:
+    # What the user typed, not Python's bytes repr (b'x').
+    parser = CommandParser()
+    parser.receive_data(b"READ x 1\r\nREAD 1 \xff\r\n")
+    with pytest.raises(InvalidArgument) as info:
+        parser.next_command()
+    assert str(info.value) == "start must be a non-negative integer, got 'x'"
+    with pytest.raises(InvalidArgument) as info:
+        parser.next_command()
+    assert str(info.value) == "limit must be a non-negative integer, got '\ufffd'"
+
+
 def test_client_error_consumes_exactly_the_command() -> None:
     parser = CommandParser()
     parser.receive_data(b"NOPE 2\r\n1 a\r\n3 b\r\n\r\nPING\r\n")
